@@ -1,0 +1,3 @@
+from retail_etl.cli import main
+
+main()

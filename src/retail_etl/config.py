@@ -1,0 +1,148 @@
+"""One typed settings object: TOML file, overridden by RETAIL_ETL_<SECTION>__<KEY> variables."""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from retail_etl.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "retail-etl.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageSettings(_Section):
+    url: str = Field("file://./data/bucket", description="Bucket: file://FOLDER or s3://BUCKET")
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto...)")
+    region: str | None = Field(None, description="S3 region; the AWS chain decides when unset")
+    access_key_id: SecretStr | None = Field(None, description="S3 key id (plain or enc:)")
+    secret_access_key: SecretStr | None = Field(None, description="S3 secret (plain or enc:)")
+    landing_prefix: str = Field("sales_data/", description="Where stores upload sales files")
+    error_prefix: str = Field("sales_data_error/", description="Quarantined files, rejected rows")
+    archive_prefix: str = Field("sales_data_processed/", description="Processed source files")
+    lake_prefix: str = Field("lake/", description="Parquet lake root")
+    max_concurrency: int = Field(8, ge=1, le=64, description="Parallel transfers")
+
+    @field_validator("landing_prefix", "error_prefix", "archive_prefix", "lake_prefix")
+    @classmethod
+    def _prefix_ends_with_slash(cls, value: str) -> str:
+        value = value.strip("/")
+        return f"{value}/" if value else ""
+
+
+class WarehouseSettings(_Section):
+    url: SecretStr = Field(
+        SecretStr("sqlite:///./data/warehouse.db"),
+        description="SQLAlchemy URL: sqlite:///PATH or mysql+pymysql://user:pass@host/db",
+    )
+    password: SecretStr | None = Field(
+        None, description="Password used instead of the one in the URL (plain or enc:)"
+    )
+    connect_retries: int = Field(3, ge=0, description="Extra connection attempts before failing")
+    stale_lock_seconds: int = Field(
+        900, ge=10, description="A run lock whose heartbeat is older than this is taken over"
+    )
+
+
+class EngineSettings(_Section):
+    name: Literal["duckdb", "spark"] = Field("duckdb", description="Processing engine")
+    spark_master: str = Field("local[*]", description="Spark master URL")
+    threads: int = Field(
+        default_factory=lambda: os.cpu_count() or 2, ge=1, description="Engine threads"
+    )
+    memory_limit: str = Field("1GB", description="DuckDB memory limit; it spills beyond it")
+    work_dir: Path = Field(Path("./data/work"), description="Local scratch folder")
+
+
+class RulesSettings(_Section):
+    incentive_rate: Decimal = Field(
+        Decimal("0.01"), ge=0, le=1, description="Share of a top seller's monthly total"
+    )
+
+
+class LogSettings(_Section):
+    dir: Path = Field(Path("./data/logs"), description="Folder of the JSON-lines log")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(BaseSettings):
+    """Everything configurable; each section mirrors a TOML table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RETAIL_ETL_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    storage: StorageSettings = StorageSettings()
+    warehouse: WarehouseSettings = WarehouseSettings()
+    engine: EngineSettings = EngineSettings()
+    rules: RulesSettings = RulesSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = _CONFIG_FILE_IN_USE.get("path")
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+# Set by load_settings just around construction: pydantic-settings builds sources per class.
+_CONFIG_FILE_IN_USE: dict[str, Path | None] = {}
+
+
+def config_path(explicit: Path | None = None) -> Path | None:
+    """The config file to read: --config, then RETAIL_ETL_CONFIG, then ./retail-etl.toml."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"config file not found: {explicit}")
+        return explicit
+    from_env = os.environ.get("RETAIL_ETL_CONFIG")
+    if from_env:
+        path = Path(from_env)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path} (from RETAIL_ETL_CONFIG)")
+        return path
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def load_settings(explicit: Path | None = None, **overrides: Any) -> Settings:
+    """Read configuration; any problem becomes a ConfigError naming the offending key."""
+    path = config_path(explicit)
+    _CONFIG_FILE_IN_USE["path"] = path
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        source = f" in {path}" if path else ""
+        raise ConfigError(f"invalid configuration{source}: {problems}") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc}") from None
+    finally:
+        _CONFIG_FILE_IN_USE.pop("path", None)

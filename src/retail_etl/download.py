@@ -1,0 +1,51 @@
+"""Stage 3-4: fetch objects into the work folder in parallel (bounded) and validate each one
+as it arrives (checksum, decodability, header)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from retail_etl.ledger import LedgerRow
+from retail_etl.storage import ObjectStore
+from retail_etl.validate import FileCheck, inspect_file
+
+
+@dataclass(frozen=True)
+class Fetched:
+    row: LedgerRow
+    local_path: Path | None  # None: the object vanished from landing
+    check: FileCheck | None
+
+
+def local_name(row: LedgerRow) -> str:
+    """Work-folder name: the ledger id plus a canonical extension the engines recognise."""
+    return f"{row.id}.csv.gz" if row.file_name.lower().endswith(".gz") else f"{row.id}.csv"
+
+
+def download_all(
+    store: ObjectStore,
+    rows: list[LedgerRow],
+    landing_prefix: str,
+    folder: Path,
+    concurrency: int,
+    advance: Callable[[int], None] = lambda _n: None,
+) -> list[Fetched]:
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def fetch(row: LedgerRow) -> Fetched:
+        key = landing_prefix + row.file_name
+        if not store.exists(key):
+            advance(0)
+            return Fetched(row, None, None)
+        dest = folder / local_name(row)
+        dest.unlink(missing_ok=True)
+        store.download(key, dest)
+        check = inspect_file(dest, row.file_name)
+        advance(check.size)
+        return Fetched(row, dest, check)
+
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="download") as pool:
+        return list(pool.map(fetch, rows))

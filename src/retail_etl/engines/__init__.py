@@ -1,0 +1,38 @@
+"""Choose the engine; Spark is imported only when asked for."""
+
+from __future__ import annotations
+
+from retail_etl.config import EngineSettings
+from retail_etl.engines.base import (
+    MANDATORY_COLUMNS,
+    BatchFile,
+    Dimensions,
+    Engine,
+    EngineResult,
+    FileCounts,
+)
+
+__all__ = [
+    "MANDATORY_COLUMNS",
+    "BatchFile",
+    "Dimensions",
+    "Engine",
+    "EngineResult",
+    "FileCounts",
+    "open_engine",
+]
+
+
+def open_engine(settings: EngineSettings, name: str | None = None) -> Engine:
+    chosen = name or settings.name
+    if chosen == "duckdb":
+        from retail_etl.engines.duckdb_engine import DuckDBEngine
+
+        return DuckDBEngine(settings)
+    if chosen == "spark":
+        from retail_etl.engines.spark_engine import SparkEngine  # type: ignore[import-not-found]
+
+        return SparkEngine(settings)  # type: ignore[no-any-return]
+    from retail_etl.errors import ConfigError
+
+    raise ConfigError(f"unknown engine {chosen!r}: use duckdb or spark")

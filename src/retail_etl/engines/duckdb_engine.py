@@ -1,0 +1,160 @@
+"""DuckDB engine: the embedded default. One query reads every file of the batch, checks and
+enriches the rows and streams them into partitioned Parquet; the mart SQL then reads only the
+few columns it needs back from that Parquet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from retail_etl import sql
+from retail_etl.config import EngineSettings
+from retail_etl.engines.base import (
+    MANDATORY_COLUMNS,
+    BatchFile,
+    Dimensions,
+    EngineResult,
+    FileCounts,
+)
+from retail_etl.errors import EngineError
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal for a path we generated ourselves (work folder + ledger id)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def raw_rows_select(batch: list[BatchFile]) -> str:
+    """One read_csv per distinct header layout, unioned: every column read as text by position,
+    mapped to the mandatory names, extra columns folded into additional_column."""
+    groups: dict[tuple[str, ...], list[BatchFile]] = {}
+    for item in batch:
+        groups.setdefault(item.columns, []).append(item)
+    selects = []
+    for columns, files in groups.items():
+        position = {name: index for index, name in enumerate(columns)}
+        mandatory = ", ".join(f"c{position[name]} AS {name}" for name in MANDATORY_COLUMNS)
+        extras = [
+            f"c{index}" for index, name in enumerate(columns) if name not in MANDATORY_COLUMNS
+        ]
+        if extras:
+            additional = "concat_ws(', ', " + ", ".join(f"coalesce({c}, '')" for c in extras) + ")"
+            extra_values = "[" + ", ".join(extras) + "]"
+        else:
+            additional, extra_values = "CAST(NULL AS VARCHAR)", "CAST([] AS VARCHAR[])"
+        column_types = ", ".join(f"'c{index}': 'VARCHAR'" for index in range(len(columns)))
+        paths = ", ".join(_literal(str(item.local_path)) for item in files)
+        selects.append(
+            f"SELECT bp.ledger_id, {mandatory}, {additional} AS additional_column, "
+            f"{extra_values} AS extra_values "
+            f"FROM read_csv([{paths}], header = true, auto_detect = false, delim = ',', "
+            f"quote = '\"', escape = '\"', columns = {{{column_types}}}, filename = true, "
+            f"store_rejects = true, max_line_size = 4194304) r "
+            f"JOIN batch_paths bp ON bp.path = r.filename"
+        )
+    return "\nUNION ALL\n".join(selects)
+
+
+class DuckDBEngine:
+    name = "duckdb"
+
+    def __init__(self, settings: EngineSettings) -> None:
+        spill = Path(settings.work_dir) / "duckdb-spill"
+        spill.mkdir(parents=True, exist_ok=True)
+        self.con = duckdb.connect(
+            config={
+                "threads": settings.threads,
+                "memory_limit": settings.memory_limit,
+                "temp_directory": str(spill),
+                "preserve_insertion_order": False,
+            }
+        )
+
+    def close(self) -> None:
+        self.con.close()
+
+    def _register(self, batch: list[BatchFile], dims: Dimensions) -> None:
+        self.con.register("dim_customer", dims.customer)
+        self.con.register("dim_store", dims.store)
+        self.con.register("dim_sales_team", dims.sales_team)
+        self.con.register("dim_product", dims.product)
+        self.con.register(
+            "batch_files",
+            pa.table(
+                {
+                    "ledger_id": pa.array([b.ledger_id for b in batch], pa.int64()),
+                    "file_name": pa.array([b.file_name for b in batch], pa.string()),
+                }
+            ),
+        )
+        self.con.register(
+            "batch_paths",
+            pa.table(
+                {
+                    "ledger_id": pa.array([b.ledger_id for b in batch], pa.int64()),
+                    "path": pa.array([str(b.local_path) for b in batch], pa.string()),
+                }
+            ),
+        )
+
+    def process(
+        self, batch: list[BatchFile], dims: Dimensions, run_id: int, out_dir: Path
+    ) -> EngineResult:
+        rows_dir = (out_dir / "rows").resolve()
+        rows_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._register(batch, dims)
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW raw_rows AS {raw_rows_select(batch)}")
+            rows = sql.render("rows", "duckdb", run_id=int(run_id))
+            self.con.execute(
+                f"COPY ({rows}) TO {_literal(str(rows_dir))} (FORMAT parquet, "
+                "PARTITION_BY (kind, sales_month, store_id, _ledger), COMPRESSION zstd, "
+                "OVERWRITE_OR_IGNORE true)"
+            )
+            malformed = self.con.execute(
+                "SELECT bp.ledger_id, e.line, 'malformed CSV line ' || e.line || ': ' "
+                "|| e.error_message || ': ' || left(trim(e.csv_line, chr(10) || chr(13)), 200) "
+                "AS reject_reason "
+                "FROM reject_errors e JOIN reject_scans s USING (scan_id, file_id) "
+                "JOIN batch_paths bp ON bp.path = s.file_path ORDER BY 1, 2"
+            ).to_arrow_table()
+            valid_glob = rows_dir / "kind=valid" / "**" / "*.parquet"
+            has_valid = any((rows_dir / "kind=valid").glob("**/*.parquet"))
+            if has_valid:
+                self.con.execute(
+                    "CREATE OR REPLACE TEMP VIEW valid_rows AS SELECT * FROM read_parquet("
+                    f"{_literal(str(valid_glob))}, hive_partitioning = true)"
+                )
+            else:
+                self.con.execute(
+                    f"CREATE OR REPLACE TEMP VIEW valid_rows AS SELECT * FROM ({rows}) WHERE false"
+                )
+            customers = self.con.execute(
+                sql.render("customers_data_mart", "duckdb")
+            ).to_arrow_table()
+            sales_team = self.con.execute(
+                sql.render("sales_team_data_mart", "duckdb")
+            ).to_arrow_table()
+            counts = self._counts(rows_dir, malformed)
+        except duckdb.Error as exc:
+            raise EngineError(f"duckdb: {str(exc).splitlines()[0]}") from exc
+        return EngineResult(rows_dir, customers, sales_team, malformed, counts)
+
+    def _counts(self, rows_dir: Path, malformed: pa.Table) -> dict[int, FileCounts]:
+        tally: dict[int, list[int]] = {}
+        if any(rows_dir.glob("**/*.parquet")):
+            for ledger_id, kind, n in self.con.execute(
+                "SELECT _ledger, kind, count(*) FROM read_parquet("
+                f"{_literal(str(rows_dir / '**' / '*.parquet'))}, hive_partitioning = true) "
+                "GROUP BY ALL"
+            ).fetchall():
+                entry = tally.setdefault(int(ledger_id), [0, 0])
+                entry[0 if kind == "valid" else 1] += n
+        for ledger_id in malformed.column("ledger_id").to_pylist():
+            tally.setdefault(int(ledger_id), [0, 0])[1] += 1
+        return {
+            ledger_id: FileCounts(valid + rejected, valid, rejected)
+            for ledger_id, (valid, rejected) in tally.items()
+        }

@@ -1,0 +1,41 @@
+"""One root exception; the CLI turns each kind into one clear line and an exit code."""
+
+
+class RetailEtlError(Exception):
+    """Base of every error the tool reports to the user without a traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(RetailEtlError):
+    """The configuration is missing, malformed or inconsistent."""
+
+    exit_code = 2
+
+
+class SecretError(ConfigError):
+    """An `enc:` value cannot be decrypted, or the master key is unusable."""
+
+
+class StorageError(RetailEtlError):
+    """The object store cannot be reached or refused an operation."""
+
+    exit_code = 3
+
+
+class WarehouseError(RetailEtlError):
+    """The warehouse cannot be reached or a statement failed."""
+
+    exit_code = 4
+
+
+class LockedError(RetailEtlError):
+    """Another run holds the run lock."""
+
+    exit_code = 5
+
+
+class EngineError(RetailEtlError):
+    """The processing engine failed on a batch."""
+
+    exit_code = 6

@@ -1,0 +1,236 @@
+"""Stage 7: publish a batch. Lake objects and rejected rows go to the bucket first (under
+deterministic keys, so a resumed run rewrites rather than adds); then one warehouse
+transaction applies the marts and records every file's outcome; then the mart snapshots."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlalchemy import delete, select
+
+from retail_etl import ledger, marts
+from retail_etl.engines import MANDATORY_COLUMNS, BatchFile, EngineResult
+from retail_etl.storage import ObjectStore
+from retail_etl.warehouse import Warehouse
+from retail_etl.warehouse.schema import customers_data_mart, lake_object, sales_team_data_mart
+
+_PARTITION = re.compile(r"kind=valid/sales_month=([^/]+)/store_id=([^/]+)/_ledger=(\d+)/")
+
+
+@dataclass(frozen=True)
+class Published:
+    lake_objects: int
+    rejected_files: int
+    changes: marts.MartChanges
+
+
+def plan_lake_objects(rows_dir: Path, lake_prefix: str) -> dict[int, list[tuple[Path, str]]]:
+    """Local Parquet files of valid rows -> lake keys, per ledger id."""
+    planned: dict[int, list[tuple[Path, str]]] = {}
+    seen: dict[tuple[int, str, str], int] = {}
+    for path in sorted(rows_dir.glob("kind=valid/*/*/*/*.parquet")):
+        match = _PARTITION.search(path.relative_to(rows_dir).as_posix())
+        if not match:
+            continue
+        month, store_id, ledger_id = match.group(1), match.group(2), int(match.group(3))
+        index = seen.get((ledger_id, month, store_id), 0)
+        seen[(ledger_id, month, store_id)] = index + 1
+        key = (
+            f"{lake_prefix}sales/sales_month={month}/store_id={store_id}/"
+            f"ledger-{ledger_id}-{index}.parquet"
+        )
+        planned.setdefault(ledger_id, []).append((path, key))
+    return planned
+
+
+def upload_lake(
+    store: ObjectStore,
+    warehouse: Warehouse,
+    planned: dict[int, list[tuple[Path, str]]],
+    ledger_ids: list[int],
+    concurrency: int,
+) -> int:
+    """Record the keys each file will own, drop keys an earlier attempt wrote but this one
+    does not, then upload (each object appears atomically)."""
+    wanted = {lid: {key for _p, key in planned.get(lid, [])} for lid in ledger_ids}
+    with warehouse.begin() as conn:
+        earlier = conn.execute(
+            select(lake_object.c.ledger_id, lake_object.c.object_key).where(
+                lake_object.c.ledger_id.in_(ledger_ids)
+            )
+        ).fetchall()
+    stale = [key for lid, key in earlier if key not in wanted.get(lid, set())]
+    for key in stale:
+        store.delete(key)
+    with warehouse.begin() as conn:
+        conn.execute(delete(lake_object).where(lake_object.c.ledger_id.in_(ledger_ids)))
+        warehouse.insert_many(
+            conn,
+            lake_object,
+            [
+                {"ledger_id": lid, "object_key": key}
+                for lid, keys in wanted.items()
+                for key in sorted(keys)
+            ],
+        )
+    uploads = [(path, key) for files in planned.values() for path, key in files]
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload") as pool:
+        list(pool.map(lambda item: store.upload(*item), uploads))
+    return len(uploads)
+
+
+def rejected_key(error_prefix: str, run_id: int, file_name: str) -> str:
+    return f"{error_prefix}rejected/{run_id}/{file_name}.csv"
+
+
+def write_rejected(
+    store: ObjectStore,
+    result: EngineResult,
+    batch: list[BatchFile],
+    registered_run: dict[int, int],
+    error_prefix: str,
+    work_dir: Path,
+) -> int:
+    """Per file with rejected rows: its original columns plus reject_reason, as CSV."""
+    written = 0
+    malformed_by_file: dict[int, list[str]] = {}
+    for row in result.malformed.to_pylist():
+        malformed_by_file.setdefault(int(row["ledger_id"]), []).append(row["reject_reason"])
+    for item in batch:
+        parts = sorted(
+            result.rows_dir.glob(f"kind=rejected/*/*/_ledger={item.ledger_id}/*.parquet")
+        )
+        malformed = malformed_by_file.get(item.ledger_id, [])
+        if not parts and not malformed:
+            continue
+        key = rejected_key(error_prefix, registered_run[item.ledger_id], item.file_name)
+        if store.exists(key):
+            continue  # written by an interrupted attempt of this same file: never overwrite
+        local = work_dir / f"rejected-{item.ledger_id}.csv"
+        with open(local, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow([*item.header, "reject_reason"])
+            for part in parts:
+                for rb in pq.ParquetFile(part).iter_batches(batch_size=65_536):
+                    for row in rb.to_pylist():
+                        writer.writerow(_original_values(item, row) + [row["reject_reason"]])
+            for reason in malformed:
+                writer.writerow([""] * len(item.header) + [reason])
+        store.upload(local, key)
+        written += 1
+    return written
+
+
+def _original_values(item: BatchFile, row: dict) -> list[str | None]:  # type: ignore[type-arg]
+    extras = iter(row.get("extra_values") or [])
+    values = []
+    for name in item.columns:
+        values.append(row[f"raw_{name}"] if name in MANDATORY_COLUMNS else next(extras, None))
+    return values
+
+
+def commit_batch(
+    warehouse: Warehouse,
+    result: EngineResult,
+    batch: list[BatchFile],
+    checksums: dict[int, str],
+    corrections: dict[int, int],
+    archive_keys: dict[int, str],
+    incentive_rate: Decimal,
+) -> marts.MartChanges:
+    """One transaction: marts updated and every file of the batch marked done (pending its
+    move to the archive). Before it commits nothing of the batch is in the marts; after it,
+    all of it is."""
+    months_by_file: dict[int, set[str]] = {item.ledger_id: set() for item in batch}
+    for row in result.customer_contributions.select(["ledger_id", "sales_date_month"]).to_pylist():
+        months_by_file[int(row["ledger_id"])].add(row["sales_date_month"].strftime("%Y-%m"))
+    with warehouse.begin() as conn:
+        superseded = list(corrections.values())
+        old_months = ledger.affected_months(conn, superseded)
+        changes = marts.apply(
+            warehouse,
+            conn,
+            result.customer_contributions,
+            result.sales_team_contributions,
+            superseded,
+            incentive_rate,
+        )
+        for new_id, old_id in corrections.items():
+            ledger.supersede(conn, old_id, new_id)
+        for item in batch:
+            counts = result.counts.get(item.ledger_id)
+            months = months_by_file[item.ledger_id]
+            if item.ledger_id in corrections:
+                months |= old_months
+            old_id = corrections.get(item.ledger_id)
+            ledger.set_pending(
+                conn,
+                item.ledger_id,
+                ledger.DONE,
+                archive_keys[item.ledger_id],
+                checksum=checksums[item.ledger_id],
+                rows_read=counts.rows_read if counts else 0,
+                rows_valid=counts.rows_valid if counts else 0,
+                rows_rejected=counts.rows_rejected if counts else 0,
+                affected_months=",".join(sorted(months)),
+                message=f"correction of file id {old_id}" if old_id else None,
+            )
+    return marts.MartChanges(
+        changes.customer_rows, changes.sales_team_rows, changes.months | frozenset(old_months)
+    )
+
+
+def write_snapshots(
+    store: ObjectStore,
+    warehouse: Warehouse,
+    months: set[str],
+    lake_prefix: str,
+    advance: Callable[[int], None] = lambda _n: None,
+) -> None:
+    """Rewrite the mart snapshot of every month this batch changed."""
+    from datetime import date
+
+    for month in sorted(months):
+        first_day = date.fromisoformat(f"{month}-01")
+        targets = (
+            (
+                customers_data_mart,
+                customers_data_mart.c.sales_date_month == first_day,
+                f"{lake_prefix}customers_data_mart/sales_date_month={first_day.isoformat()}/data.parquet",
+            ),
+            (
+                sales_team_data_mart,
+                sales_team_data_mart.c.sales_month == month,
+                f"{lake_prefix}sales_team_data_mart/sales_month={month}/data.parquet",
+            ),
+        )
+        for table, where, key in targets:
+            with warehouse.begin() as conn:
+                rows = [dict(r._mapping) for r in conn.execute(select(table).where(where))]
+            if not rows:
+                store.delete(key)
+                continue
+            buffer = io.BytesIO()
+            pq.write_table(pa.Table.from_pylist(rows, schema=_arrow_schema(table)), buffer)
+            store.put_bytes(key, buffer.getvalue())
+        advance(1)
+
+
+def _arrow_schema(table) -> pa.Schema:  # type: ignore[no-untyped-def]
+    from retail_etl.warehouse import _arrow_type
+
+    return pa.schema(
+        [
+            (c.name, _arrow_type(c)) if c.name != "updated_at" else (c.name, pa.timestamp("s"))
+            for c in table.columns
+        ]
+    )

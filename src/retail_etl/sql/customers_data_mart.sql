@@ -1,0 +1,27 @@
+-- customers_data_mart contributions: what each source file adds to each customer and month.
+-- Input: valid_rows (the lake rows of this batch), dim_customer.
+-- The warehouse adds these to the mart (marts.py); a correction subtracts the old file's.
+WITH sales AS (
+    SELECT ledger_id, customer_id, {{ month_start("sales_date") }} AS sales_date_month, total_cost
+    FROM valid_rows
+),
+
+per_file AS (
+    SELECT ledger_id, customer_id, sales_date_month,
+           SUM(total_cost) AS total_sales, COUNT(*) AS sales_rows
+    FROM sales
+    GROUP BY ledger_id, customer_id, sales_date_month
+)
+
+SELECT
+    p.ledger_id,
+    p.customer_id,
+    c.first_name || ' ' || c.last_name AS full_name,
+    c.address,
+    c.phone_number,
+    p.sales_date_month,
+    CAST(p.total_sales AS DECIMAL(18, 2)) AS total_sales,
+    CAST(p.sales_rows AS BIGINT) AS sales_rows
+FROM per_file p
+JOIN dim_customer c ON c.customer_id = p.customer_id
+ORDER BY p.ledger_id, p.customer_id, p.sales_date_month

@@ -1,0 +1,48 @@
+"""`retail-etl status`: the ledger and the recent runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from retail_etl.warehouse import Warehouse
+from retail_etl.warehouse.schema import product_staging_table as staging
+from retail_etl.warehouse.schema import run_log
+
+
+def collect(warehouse: Warehouse, runs: int = 10, files: int = 20) -> dict[str, Any]:
+    with warehouse.begin() as conn:
+        by_status = dict(
+            conn.execute(
+                select(staging.c.status, func.count()).group_by(staging.c.status)
+            ).fetchall()
+        )
+        recent_runs = [
+            dict(r._mapping)
+            for r in conn.execute(select(run_log).order_by(run_log.c.run_id.desc()).limit(runs))
+        ]
+        recent_files = [
+            dict(r._mapping)
+            for r in conn.execute(
+                select(
+                    staging.c.id,
+                    staging.c.file_name,
+                    staging.c.status,
+                    staging.c.rows_read,
+                    staging.c.rows_valid,
+                    staging.c.rows_rejected,
+                    staging.c.run_id,
+                    staging.c.updated_date,
+                    staging.c.message,
+                )
+                .order_by(staging.c.id.desc())
+                .limit(files)
+            )
+        ]
+    return {
+        "warehouse": warehouse.display_url,
+        "files_by_status": {s: by_status.get(s, 0) for s in ("A", "I", "E", "D")},
+        "recent_runs": recent_runs,
+        "recent_files": recent_files,
+    }

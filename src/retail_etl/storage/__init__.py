@@ -1,0 +1,27 @@
+"""Choose the object store from storage.url; heavy clients are imported only when used."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+from retail_etl.config import StorageSettings
+from retail_etl.errors import ConfigError
+from retail_etl.storage.base import ObjectInfo, ObjectStore, safe_key
+
+__all__ = ["ObjectInfo", "ObjectStore", "open_store", "safe_key"]
+
+
+def open_store(settings: StorageSettings) -> ObjectStore:
+    parsed = urlparse(settings.url)
+    if parsed.scheme == "file":
+        # file://./data/bucket keeps a relative folder; file:///abs is absolute.
+        folder = (parsed.netloc + parsed.path) if parsed.netloc else parsed.path
+        from retail_etl.storage.local import LocalFolderStore
+
+        return LocalFolderStore(Path(folder), settings.url)
+    if parsed.scheme == "s3":
+        from retail_etl.storage.s3 import S3Store  # type: ignore[import-not-found]
+
+        return S3Store(settings)  # type: ignore[no-any-return]
+    raise ConfigError(f"storage.url must start with file:// or s3://, got {settings.url!r}")

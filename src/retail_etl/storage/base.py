@@ -1,0 +1,62 @@
+"""The object-store seam: the few operations the pipeline needs from a bucket."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from retail_etl.errors import StorageError
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+class ObjectStore(Protocol):
+    """Keys are '/'-separated paths relative to the bucket root."""
+
+    url: str
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        """Every object under prefix (recursively), sorted by key."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def size(self, key: str) -> int | None:
+        """The object's size, or None when it does not exist."""
+        ...
+
+    def download(self, key: str, dest: Path) -> None: ...
+
+    def upload(self, src: Path, key: str) -> None:
+        """Publish atomically: a reader sees the old object, no object, or the whole new one."""
+        ...
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    def move(self, src_key: str, dest_key: str) -> None:
+        """Server-side move that never overwrites a different object at dest_key.
+
+        Idempotent: when the source is gone and the destination exists (a move that was
+        interrupted after the copy), it succeeds.
+        """
+        ...
+
+    def delete(self, key: str) -> None:
+        """Delete if present."""
+        ...
+
+
+def safe_key(key: str) -> str:
+    """Normalise a key and refuse ones that would escape the bucket root."""
+    if not key or key.startswith("/") or "\x00" in key:
+        raise StorageError(f"unsafe object key: {key!r}")
+    normalised = posixpath.normpath(key)
+    if normalised == ".." or normalised.startswith("../"):
+        raise StorageError(f"unsafe object key: {key!r}")
+    return normalised + ("/" if key.endswith("/") and normalised != "." else "")

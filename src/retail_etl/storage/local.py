@@ -1,0 +1,111 @@
+"""A local folder used as a bucket: the embedded default (file://./data/bucket)."""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from retail_etl.errors import StorageError
+from retail_etl.storage.base import ObjectInfo, safe_key
+
+# Objects being written are staged beside their destination under this name prefix,
+# then renamed into place; listings skip them.
+_TMP_PREFIX = ".retail-etl-tmp-"
+
+
+class LocalFolderStore:
+    def __init__(self, root: Path, url: str) -> None:
+        self.root = root.resolve()
+        self.url = url
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / safe_key(key)).resolve()
+        if path != self.root and self.root not in path.parents:
+            raise StorageError(f"object key escapes the bucket: {key!r}")
+        return path
+
+    def _key(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.is_dir():
+            return []
+        found = []
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                if name.startswith(_TMP_PREFIX):
+                    continue
+                path = Path(dirpath) / name
+                found.append(ObjectInfo(self._key(path), path.stat().st_size))
+        return sorted(found, key=lambda info: info.key)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def size(self, key: str) -> int | None:
+        path = self._path(key)
+        return path.stat().st_size if path.is_file() else None
+
+    def download(self, key: str, dest: Path) -> None:
+        src = self._path(key)
+        if not src.is_file():
+            raise StorageError(f"object not found: {key}")
+        # Objects are never modified in place (moves are renames, writes are replacements),
+        # so a hard link is a safe zero-copy "download" when the folders share a disk.
+        try:
+            os.link(src, dest)
+        except OSError:
+            shutil.copyfile(src, dest)
+
+    def _atomic_write(self, key: str, write) -> None:  # type: ignore[no-untyped-def]
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def upload(self, src: Path, key: str) -> None:
+        def copy(handle) -> None:  # type: ignore[no-untyped-def]
+            with open(src, "rb") as source:
+                shutil.copyfileobj(source, handle, 1 << 20)
+
+        self._atomic_write(key, copy)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._atomic_write(key, lambda handle: handle.write(data))
+
+    def move(self, src_key: str, dest_key: str) -> None:
+        src, dest = self._path(src_key), self._path(dest_key)
+        if dest.exists():
+            if not src.exists():
+                return  # an earlier move got this far
+            if not filecmp.cmp(src, dest, shallow=False):
+                raise StorageError(f"refusing to overwrite {dest_key} with different content")
+            src.unlink()
+            return
+        if not src.exists():
+            raise StorageError(f"object not found: {src_key}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # A hard link publishes the destination without a window where it is partial.
+        try:
+            os.link(src, dest)
+        except FileExistsError:
+            raise StorageError(f"refusing to overwrite {dest_key}") from None
+        except OSError:
+            self.upload(src, dest_key)
+        src.unlink()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)

@@ -1,0 +1,238 @@
+"""The warehouse seam: SQLAlchemy Core over SQLite (default) or MySQL/MariaDB.
+
+Everything dialect-specific (URL handling, upsert syntax, connect retries) lives here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+
+from retail_etl.config import WarehouseSettings
+from retail_etl.errors import LockedError, WarehouseError
+from retail_etl.redact import redact, register_secret
+from retail_etl.warehouse import schema
+
+UPSERT_CHUNK = 5_000
+LOCK_NAME = "run"
+
+
+def _now() -> datetime:
+    return datetime.now().replace(microsecond=0)
+
+
+class Warehouse:
+    def __init__(self, settings: WarehouseSettings) -> None:
+        self.settings = settings
+        url = make_url(settings.url.get_secret_value())
+        if settings.password is not None:
+            url = url.set(password=settings.password.get_secret_value())
+        register_secret(url.password if isinstance(url.password, str) else None)
+        self.display_url = url.render_as_string(hide_password=True)
+        self.dialect = url.get_backend_name()
+        if self.dialect == "sqlite":
+            if url.database and url.database != ":memory:":
+                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(url, connect_args={"timeout": 60})
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        elif self.dialect in ("mysql", "mariadb"):
+            self.engine = create_engine(
+                url,
+                pool_pre_ping=True,
+                pool_recycle=3600,
+                connect_args={"charset": "utf8mb4", "connect_timeout": 10},
+            )
+        else:
+            raise WarehouseError(f"unsupported warehouse dialect {self.dialect!r}")
+
+    # --- connections --------------------------------------------------------------------
+    def _connect(self) -> Connection:
+        """Open a connection, retrying a bounded number of times while the server is down."""
+        attempts = self.settings.connect_retries + 1
+        for attempt in range(attempts):
+            try:
+                return self.engine.connect()
+            except DBAPIError as exc:
+                if attempt + 1 == attempts or not _is_connect_error(exc):
+                    raise self.error(exc) from None
+                time.sleep(min(2**attempt, 8))
+        raise AssertionError("unreachable")
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """One transaction: all statements inside commit together or not at all."""
+        conn = self._connect()
+        try:
+            with conn.begin():
+                yield conn
+        except SQLAlchemyError as exc:
+            raise self.error(exc) from None
+        finally:
+            conn.close()
+
+    def error(self, exc: BaseException) -> WarehouseError:
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        return WarehouseError(redact(f"warehouse {self.display_url}: {detail}"))
+
+    def create_all(self) -> None:
+        with self.begin() as conn:
+            schema.metadata.create_all(conn)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # --- bulk helpers -------------------------------------------------------------------
+    def upsert(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert rows, replacing non-key columns of rows whose primary key exists."""
+        if not rows:
+            return
+        keys = [c.name for c in table.primary_key.columns]
+        for start in range(0, len(rows), UPSERT_CHUNK):
+            chunk = rows[start : start + UPSERT_CHUNK]
+            if self.dialect == "sqlite":
+                from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+                stmt = sqlite_insert(table)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=keys,
+                    set_={c: stmt.excluded[c] for c in chunk[0] if c not in keys},
+                )
+            else:
+                from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+                stmt = mysql_insert(table)
+                stmt = stmt.on_duplicate_key_update(
+                    {c: stmt.inserted[c] for c in chunk[0] if c not in keys}
+                )
+            conn.execute(stmt, list(chunk))
+
+    def insert_many(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        for start in range(0, len(rows), UPSERT_CHUNK):
+            conn.execute(insert(table), list(rows[start : start + UPSERT_CHUNK]))
+
+    def read_arrow(self, table: Table, columns: Sequence[str]) -> pa.Table:
+        """A table's columns as Arrow (dimensions for the engine's joins)."""
+        with self.begin() as conn:
+            result = conn.execute(select(*(table.c[name] for name in columns)))
+            rows = result.fetchall()
+        data = list(zip(*rows, strict=True)) if rows else [[] for _ in columns]
+        arrays = {}
+        for name, values in zip(columns, data, strict=True):
+            arrays[name] = pa.array(list(values), type=_arrow_type(table.c[name]))
+        return pa.table(arrays)
+
+    # --- run lock -----------------------------------------------------------------------
+    def acquire_lock(self, holder: str) -> None:
+        """Take the single run lock, or raise LockedError naming who holds it.
+
+        A lock whose heartbeat is older than stale_lock_seconds (its run was killed) is
+        taken over.
+        """
+        now = _now()
+        stale_before = now - timedelta(seconds=self.settings.stale_lock_seconds)
+        t = schema.run_lock
+        conn = self._connect()
+        try:
+            with conn.begin():
+                conn.execute(
+                    insert(t).values(
+                        name=LOCK_NAME, holder=holder, acquired_at=now, heartbeat_at=now
+                    )
+                )
+            return
+        except IntegrityError:
+            pass  # held by someone: see whether it is stale
+        except SQLAlchemyError as exc:
+            raise self.error(exc) from None
+        finally:
+            conn.close()
+        with self.begin() as conn:
+            taken = conn.execute(
+                update(t)
+                .where(t.c.name == LOCK_NAME, t.c.heartbeat_at < stale_before)
+                .values(holder=holder, acquired_at=now, heartbeat_at=now)
+            ).rowcount
+            if taken:
+                return
+            current = conn.execute(
+                select(t.c.holder, t.c.heartbeat_at).where(t.c.name == LOCK_NAME)
+            ).first()
+        who = f"{current.holder} (heartbeat {current.heartbeat_at})" if current else "another run"
+        raise LockedError(f"another run holds the lock: {who}; try again later")
+
+    def heartbeat(self, holder: str) -> None:
+        t = schema.run_lock
+        with self.begin() as conn:
+            conn.execute(
+                update(t)
+                .where(t.c.name == LOCK_NAME, t.c.holder == holder)
+                .values(heartbeat_at=_now())
+            )
+
+    def release_lock(self, holder: str) -> None:
+        t = schema.run_lock
+        with self.begin() as conn:
+            conn.execute(delete(t).where(t.c.name == LOCK_NAME, t.c.holder == holder))
+
+
+def lock_holder(run_hint: str = "") -> str:
+    return f"{socket.gethostname()}:{os.getpid()}{':' + run_hint if run_hint else ''}"
+
+
+def _is_connect_error(exc: DBAPIError) -> bool:
+    text = str(exc.orig).lower()
+    return any(
+        marker in text
+        for marker in (
+            "can't connect",
+            "connection refused",
+            "lost connection",
+            "gone away",
+            "timed out",
+            "locked",
+        )
+    )
+
+
+def _arrow_type(column: Any) -> pa.DataType:
+    from sqlalchemy import Date, Integer, Numeric
+
+    if isinstance(column.type, Integer):
+        return pa.int64()
+    if isinstance(column.type, Numeric):
+        return pa.decimal128(column.type.precision or 18, column.type.scale or 2)
+    if isinstance(column.type, Date):
+        return pa.date32()
+    return pa.string()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+__all__ = ["Warehouse", "IntegrityError", "lock_holder", "schema"]
