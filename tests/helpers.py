@@ -27,23 +27,36 @@ def customer_mart_rows(env: Any) -> list[dict[str, Any]]:
     with env.warehouse.begin() as conn:
         return [
             {k: v for k, v in r._mapping.items() if k != "updated_at"}
-            for r in conn.execute(select(customers_data_mart).order_by(customers_data_mart.c.customer_id, customers_data_mart.c.sales_date_month))
+            for r in conn.execute(
+                select(customers_data_mart).order_by(
+                    customers_data_mart.c.customer_id, customers_data_mart.c.sales_date_month
+                )
+            )
         ]
 
 
 def team_mart(env: Any) -> dict[tuple[int, int, str], tuple[Decimal, Decimal]]:
     with env.warehouse.begin() as conn:
         rows = conn.execute(select(sales_team_data_mart)).fetchall()
-    return {(r.store_id, r.sales_person_id, r.sales_month): (r.total_sales, r.incentive) for r in rows}
+    return {
+        (r.store_id, r.sales_person_id, r.sales_month): (r.total_sales, r.incentive) for r in rows
+    }
 
 
 def ledger(env: Any) -> list[dict[str, Any]]:
     with env.warehouse.begin() as conn:
-        return [dict(r._mapping) for r in conn.execute(select(product_staging_table).order_by(product_staging_table.c.id))]
+        return [
+            dict(r._mapping)
+            for r in conn.execute(
+                select(product_staging_table).order_by(product_staging_table.c.id)
+            )
+        ]
 
 
 def ledger_outcomes(env: Any) -> list[tuple[str, str, int | None, int | None]]:
-    return sorted((r["file_name"], r["status"], r["rows_valid"], r["rows_rejected"]) for r in ledger(env))
+    return sorted(
+        (r["file_name"], r["status"], r["rows_valid"], r["rows_rejected"]) for r in ledger(env)
+    )
 
 
 def keys(env: Any, prefix: str) -> list[str]:
@@ -65,13 +78,23 @@ def lake_rows(env: Any, tmp_path: Any) -> Counter[tuple[Any, ...]]:
         dest = tmp_path / "lake-part.parquet"
         dest.unlink(missing_ok=True)
         env.store.download(key, dest)
-        parts = dict(p.split("=", 1) for p in key[len(prefix):].split("/")[:-1])
+        parts = dict(p.split("=", 1) for p in key[len(prefix) :].split("/")[:-1])
         for row in pq.read_table(dest).to_pylist():
-            counter[(
-                parts["sales_month"], int(parts["store_id"]), row["customer_id"], row["product_name"],
-                row["sales_date"], row["sales_person_id"], row["price"], row["quantity"], row["total_cost"],
-                row["additional_column"], row["source_file"],
-            )] += 1
+            counter[
+                (
+                    parts["sales_month"],
+                    int(parts["store_id"]),
+                    row["customer_id"],
+                    row["product_name"],
+                    row["sales_date"],
+                    row["sales_person_id"],
+                    row["price"],
+                    row["quantity"],
+                    row["total_cost"],
+                    row["additional_column"],
+                    row["source_file"],
+                )
+            ] += 1
     return counter
 
 

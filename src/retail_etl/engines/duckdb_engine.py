@@ -113,12 +113,14 @@ class DuckDBEngine:
                 "PARTITION_BY (kind, sales_month, store_id, _ledger), COMPRESSION zstd, "
                 "OVERWRITE_OR_IGNORE true)"
             )
-            malformed = self.con.execute(
+            # DuckDB reports a short line once per missing column: one reason per line.
+            malformed = self.con.sql(
                 "SELECT bp.ledger_id, e.line, 'malformed CSV line ' || e.line || ': ' "
-                "|| e.error_message || ': ' || left(trim(e.csv_line, chr(10) || chr(13)), 200) "
-                "AS reject_reason "
+                "|| min(e.error_message) || ': ' "
+                "|| left(trim(min(e.csv_line), chr(10) || chr(13)), 200) AS reject_reason "
                 "FROM reject_errors e JOIN reject_scans s USING (scan_id, file_id) "
-                "JOIN batch_paths bp ON bp.path = s.file_path ORDER BY 1, 2"
+                "JOIN batch_paths bp ON bp.path = s.file_path "
+                "GROUP BY bp.ledger_id, e.line ORDER BY 1, 2"
             ).to_arrow_table()
             valid_glob = rows_dir / "kind=valid" / "**" / "*.parquet"
             has_valid = any((rows_dir / "kind=valid").glob("**/*.parquet"))
@@ -131,12 +133,8 @@ class DuckDBEngine:
                 self.con.execute(
                     f"CREATE OR REPLACE TEMP VIEW valid_rows AS SELECT * FROM ({rows}) WHERE false"
                 )
-            customers = self.con.execute(
-                sql.render("customers_data_mart", "duckdb")
-            ).to_arrow_table()
-            sales_team = self.con.execute(
-                sql.render("sales_team_data_mart", "duckdb")
-            ).to_arrow_table()
+            customers = self.con.sql(sql.render("customers_data_mart", "duckdb")).to_arrow_table()
+            sales_team = self.con.sql(sql.render("sales_team_data_mart", "duckdb")).to_arrow_table()
             counts = self._counts(rows_dir, malformed)
         except duckdb.Error as exc:
             raise EngineError(f"duckdb: {str(exc).splitlines()[0]}") from exc

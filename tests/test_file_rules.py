@@ -1,0 +1,119 @@
+"""SPEC section 3: which files are accepted, and what happens to the others."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+from conftest import HEADER, Env, csv_text
+from helpers import keys, lake_rows, ledger
+
+ROW = "1,1,Whole Milk 1L,2024-03-05,2,1.19,2,2.38"
+
+
+def only_file(env: Env) -> dict:
+    (row,) = ledger(env)
+    return row
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("empty.csv", b"", "empty file"),
+        ("notes.txt", b"hello", "not a CSV file"),
+        (
+            "latin1.csv",
+            (HEADER + "\n1,1,Caf\xe9,2024-03-05,2,1.00,1,1.00\n").encode("latin-1"),
+            "not UTF-8",
+        ),
+        ("dup.csv", csv_text(ROW, header=HEADER + ",Price"), "duplicate header names: price"),
+        ("nohdr.csv", "a,b,c\n1,2,3\n", "missing mandatory columns: customer_id, store_id"),
+        ("truncated.csv.gz", gzip.compress(csv_text(ROW).encode())[:-12], "gzip"),
+        ("notgzip.csv.gz", csv_text(ROW).encode(), "gzip"),
+    ],
+)
+def test_unusable_file_is_quarantined_byte_identical_with_reason(
+    env: Env, tmp_path, name: str, data: bytes | str, message: str
+) -> None:
+    env.land(name, data)
+    summary = env.run()
+    row = only_file(env)
+    assert row["status"] == "E"
+    assert message in row["message"]
+    assert summary.files_quarantined == 1
+    error_keys = keys(env, env.settings.storage.error_prefix)
+    assert len(error_keys) == 1 and error_keys[0].endswith(name)
+    stored = tmp_path / "stored"
+    env.store.download(error_keys[0], stored)
+    assert stored.read_bytes() == (data.encode() if isinstance(data, str) else data)
+    assert keys(env, env.landing) == []
+
+
+def test_missing_column_names_every_missing_column(env: Env) -> None:
+    header = "customer_id,store_id,product_name,sales_date,price,quantity"
+    env.land("short.csv", csv_text("1,1,Milk,2024-03-05,1.00,1", header=header))
+    env.run()
+    row = only_file(env)
+    assert row["status"] == "E"
+    assert row["message"] == "missing mandatory columns: sales_person_id, total_cost"
+
+
+def test_header_matching_ignores_case_spaces_bom_and_order(env: Env, tmp_path) -> None:
+    header = "\ufeff Total_Cost ,QUANTITY,price,Sales_Person_ID,sales_date, Product_Name,Store_Id,customer_id"
+    env.land(
+        "odd-header.csv", csv_text("2.38,2,1.19,2,2024-03-05,Whole Milk 1L,1,1", header=header)
+    )
+    env.run()
+    assert only_file(env)["status"] == "I"
+    ((month, store, customer, product, day, seller, price, qty, total, *_rest),) = lake_rows(
+        env, tmp_path
+    )
+    assert (month, store, customer, product, str(day), seller) == (
+        "2024-03",
+        1,
+        1,
+        "Whole Milk 1L",
+        "2024-03-05",
+        2,
+    )
+    assert (str(price), qty, str(total)) == ("1.19", 2, "2.38")
+
+
+def test_extra_columns_fold_into_additional_column_in_header_order(env: Env, tmp_path) -> None:
+    env.land("extra.csv", csv_text(f"note,{ROW},card", header=f"channel_note,{HEADER},payment"))
+    env.land("plain.csv", csv_text("2,1,Whole Milk 1L,2024-03-05,2,1.19,1,1.19"))
+    env.run()
+    additional = {row[2]: row[9] for row in lake_rows(env, tmp_path)}
+    assert additional == {1: "note, card", 2: None}
+
+
+def test_csv_gz_uppercase_extension_quotes_and_crlf_are_read(env: Env, tmp_path) -> None:
+    text = (
+        HEADER
+        + "\r\n"
+        + '1,1,"Oats, rolled ""fine""",2024-03-05,2,3.49,1,3.49\r\n'
+        + '2,1,"Two\nlines",2024-03-05,2,1.00,1,1.00\r\n'
+    )
+    env.land("quoted.CSV", text)
+    env.land(
+        "zipped.CSV.GZ",
+        gzip.compress(csv_text("3,1,Whole Milk 1L,2024-03-05,2,1.19,1,1.19").encode()),
+    )
+    env.run()
+    assert {r["status"] for r in ledger(env)} == {"I"}
+    names = sorted(row[3] for row in lake_rows(env, tmp_path))
+    assert names == ['Oats, rolled "fine"', "Two\nlines", "Whole Milk 1L"]
+
+
+def test_header_only_file_is_valid_with_zero_rows(env: Env) -> None:
+    env.land("header-only.csv", HEADER + "\n")
+    env.run()
+    row = only_file(env)
+    assert (row["status"], row["rows_read"], row["rows_valid"]) == ("I", 0, 0)
+
+
+def test_objects_found_recursively_under_landing(env: Env) -> None:
+    env.land("2024/03/05/deep.csv", csv_text(ROW))
+    env.run()
+    assert only_file(env)["file_name"] == "2024/03/05/deep.csv"
+    assert only_file(env)["status"] == "I"
