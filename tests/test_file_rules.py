@@ -59,7 +59,10 @@ def test_missing_column_names_every_missing_column(env: Env) -> None:
 
 
 def test_header_matching_ignores_case_spaces_bom_and_order(env: Env, tmp_path) -> None:
-    header = "\ufeff Total_Cost ,QUANTITY,price,Sales_Person_ID,sales_date, Product_Name,Store_Id,customer_id"
+    header = (
+        "\ufeff Total_Cost ,QUANTITY,price,Sales_Person_ID,sales_date, Product_Name,"
+        "Store_Id,customer_id"
+    )
     env.land(
         "odd-header.csv", csv_text("2.38,2,1.19,2,2024-03-05,Whole Milk 1L,1,1", header=header)
     )

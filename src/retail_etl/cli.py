@@ -115,7 +115,8 @@ def generate(
     )
     total = sum(size for _k, size in written)
     console.print(
-        f"wrote {len(written)} files, {total / 1e6:.1f} MB, into {settings.storage.url}/{settings.storage.landing_prefix}"
+        f"wrote {len(written)} files, {total / 1e6:.1f} MB, "
+        f"into {settings.storage.url}/{settings.storage.landing_prefix}"
     )
 
 
@@ -131,7 +132,8 @@ def _run(settings: Settings, engine: str | None, as_json: bool) -> Any:
 
 def _show_summary(summary: Any) -> None:
     table = Table(
-        title=f"run {summary.run_id} ({summary.engine}): {summary.outcome} in {summary.seconds:.1f}s"
+        title=f"run {summary.run_id} ({summary.engine}): "
+        f"{summary.outcome} in {summary.seconds:.1f}s"
     )
     for column in ("file", "status", "rows", "valid", "rejected", "note"):
         table.add_column(column)
@@ -243,7 +245,7 @@ def main() -> None:
     except RetailEtlError as exc:
         if state.debug:
             raise
-        console.print(f"[red]error:[/red] {redact(str(exc))}", highlight=False, markup=True)
+        console.print(f"[red]error:[/red] {redact(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except typer.Abort:
         console.print("aborted")
@@ -259,7 +261,8 @@ def main() -> None:
         if state.debug:
             raise
         console.print(
-            f"[red]error:[/red] {redact(type(exc).__name__ + ': ' + str(exc))} (--debug for details)",
+            f"[red]error:[/red] {redact(f'{type(exc).__name__}: {exc}')} (--debug for details)",
             highlight=False,
+            soft_wrap=True,
         )
         sys.exit(1)

@@ -178,7 +178,9 @@ def generate(
                     f"{day.isoformat()}/sales_store{store_id}_{day.isoformat()}_{index + 1:02d}.csv"
                 )
                 local = Path(tmp) / "out.csv"
-                pacsv.write_csv(table, local, pacsv.WriteOptions(quoting_style="needed"))
+                pacsv.write_csv(
+                    table, local, pacsv.WriteOptions(quoting_style="needed", quoting_header="none")
+                )
                 if compress:
                     with (
                         open(local, "rb") as src,

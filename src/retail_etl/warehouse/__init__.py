@@ -53,7 +53,10 @@ class Warehouse:
         self.dialect = url.get_backend_name()
         if self.dialect == "sqlite":
             if url.database and url.database != ":memory:":
-                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise WarehouseError(f"warehouse {self.display_url}: {exc}") from None
             self.engine: Engine = create_engine(url, connect_args={"timeout": 60})
             event.listen(self.engine, "connect", _sqlite_pragmas)
         elif self.dialect in ("mysql", "mariadb"):

@@ -1,0 +1,88 @@
+"""`generate`: realistic, deterministic synthetic sales files."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date
+
+import pytest
+from conftest import Env
+from helpers import keys, object_bytes
+
+from retail_etl.errors import ConfigError
+from retail_etl.generate import generate
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(embedded: Env, tmp_path) -> None:
+    def contents(seed: int) -> list[bytes]:
+        written = generate(
+            embedded.store,
+            embedded.warehouse,
+            f"gen{seed}-{len(keys(embedded, ''))}/",
+            date(2024, 5, 1),
+            days=2,
+            rows=500,
+            files=2,
+            seed=seed,
+        )
+        return [object_bytes(embedded, key, tmp_path) for key, _size in written]
+
+    assert contents(1) == contents(1)
+    assert contents(1) != contents(2)
+
+
+def test_rows_are_valid_sales_with_consistent_money(embedded: Env, tmp_path) -> None:
+    written = generate(
+        embedded.store, embedded.warehouse, "g/", date(2024, 5, 1), days=1, rows=2000, files=4
+    )
+    assert len(written) == 4
+    for key, _size in written:
+        rows = list(csv.DictReader(io.StringIO(object_bytes(embedded, key, tmp_path).decode())))
+        assert len(rows) == 2000
+        assert {r["sales_date"] for r in rows} == {"2024-05-01"}
+        assert len({r["store_id"] for r in rows}) == 1
+        for r in rows[:200]:
+            price, qty, total = float(r["price"]), int(r["quantity"]), float(r["total_cost"])
+            assert qty >= 1 and 0 < total <= price * qty + 1e-9
+            assert len(r["price"].split(".")[1]) == 2
+
+
+def test_extra_and_dropped_columns(embedded: Env, tmp_path) -> None:
+    written = generate(
+        embedded.store,
+        embedded.warehouse,
+        "g/",
+        date(2024, 5, 1),
+        rows=10,
+        files=1,
+        extra_columns=("payment_mode",),
+        drop_columns=("price",),
+    )
+    header = object_bytes(embedded, written[0][0], tmp_path).decode().splitlines()[0].split(",")
+    assert "payment_mode" in header and "price" not in header
+    with pytest.raises(ConfigError, match="nope"):
+        generate(embedded.store, embedded.warehouse, "g/", date(2024, 5, 1), drop_columns=("nope",))
+
+
+def test_bad_rows_fraction_produces_rejected_rows(embedded: Env) -> None:
+    generate(
+        embedded.store,
+        embedded.warehouse,
+        embedded.landing,
+        date(2024, 5, 1),
+        rows=5000,
+        files=1,
+        bad_fraction=0.05,
+    )
+    summary = embedded.run()
+    assert 150 < summary.rows_rejected < 350
+    assert summary.rows_valid + summary.rows_rejected == 5000
+
+
+def test_generate_needs_dimensions(tmp_path, request) -> None:
+    from conftest import make_env
+
+    bare = make_env("embedded", tmp_path, request, demo=False)
+    with pytest.raises(ConfigError, match="init --demo"):
+        generate(bare.store, bare.warehouse, "g/", date(2024, 5, 1))
