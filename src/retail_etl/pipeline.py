@@ -9,21 +9,23 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import insert, update
 
 from retail_etl import archive, ledger, publish
-from retail_etl.config import Settings
+from retail_etl.config import Settings, StorageSettings
 from retail_etl.discover import discover
-from retail_etl.download import download_all
-from retail_etl.engines import BatchFile, open_engine
+from retail_etl.download import Fetched, download_all
+from retail_etl.engines import BatchFile, FileCounts, open_engine
 from retail_etl.enrich import enrich, load_dimensions
 from retail_etl.ledger import LedgerRow
+from retail_etl.logs import run_context
 from retail_etl.progress import NullProgress, Progress
 from retail_etl.redact import redact
-from retail_etl.storage import open_store
+from retail_etl.storage import ObjectStore, open_store
 from retail_etl.warehouse import Warehouse, lock_holder
 from retail_etl.warehouse.schema import run_log
 
@@ -157,8 +159,6 @@ def _run_locked(
     run_id = _start_run(warehouse, engine_chosen)
     summary = RunSummary(run_id=run_id, engine=engine_chosen)
     started = time.perf_counter()
-    from retail_etl.logs import run_context
-
     with run_context(run_id):
         log.info("run started", extra={"engine": engine_chosen})
         try:
@@ -194,6 +194,147 @@ def _timed(
         )
 
 
+@dataclass
+class _Triage:
+    """File-level outcomes of a run's downloads: what goes to the engine, what is settled."""
+
+    batch: list[BatchFile] = field(default_factory=list)
+    checksums: dict[int, str] = field(default_factory=dict)
+    corrections: dict[int, int] = field(default_factory=dict)  # new ledger id -> replaced id
+    settled: list[LedgerRow] = field(default_factory=list)  # E / D with their destination
+
+
+def _triage(
+    warehouse: Warehouse, fetched: list[Fetched], storage: StorageSettings, summary: RunSummary
+) -> _Triage:
+    """Quarantine unusable files, set duplicates aside, spot corrections (one transaction)."""
+    triage = _Triage()
+    with warehouse.begin() as conn:
+        usable = [f.check.checksum for f in fetched if f.check is not None and f.check.ok]
+        known = ledger.processed_by_checksum(conn, sorted(set(usable)))
+        current = ledger.processed_by_name(conn, [f.row.file_name for f in fetched])
+        for item in fetched:
+            row, check = item.row, item.check
+            if check is None or item.local_path is None:
+                message = "object vanished from landing before it was processed"
+                ledger.finish(conn, row.id, ledger.QUARANTINED, message)
+                summary.files.append(FileOutcome(row.id, row.file_name, "E", message=message))
+                continue
+            if not check.ok:
+                status, dest, message = (
+                    ledger.QUARANTINED,
+                    archive.archive_key(storage.error_prefix, row),
+                    check.problem,
+                )
+                summary.files_quarantined += 1
+            elif check.checksum in known:
+                original_id, original_name = known[check.checksum]
+                status, dest = ledger.DUPLICATE, archive.archive_key(storage.archive_prefix, row)
+                message = f"duplicate of {original_name} (file id {original_id})"
+                summary.files_duplicate += 1
+            else:
+                known[check.checksum] = (row.id, row.file_name)
+                previous = current.get(row.file_name)
+                if previous is not None and previous[0] != row.id:
+                    triage.corrections[row.id] = previous[0]
+                triage.checksums[row.id] = check.checksum
+                triage.batch.append(BatchFile(row.id, row.file_name, item.local_path, check.header))
+                continue
+            ledger.set_pending(
+                conn,
+                row.id,
+                status,
+                dest,
+                checksum=check.checksum,
+                size=check.size,
+                message=message,
+            )
+            triage.settled.append(_with_pending(row, status, dest))
+            summary.files.append(FileOutcome(row.id, row.file_name, status, message=message))
+    summary.files_corrected = len(triage.corrections)
+    return triage
+
+
+def _process(
+    settings: Settings,
+    warehouse: Warehouse,
+    store: ObjectStore,
+    rows_by_id: dict[int, LedgerRow],
+    triage: _Triage,
+    work_dir: Path,
+    summary: RunSummary,
+    progress: Progress,
+    checkpoint: Checkpoint,
+) -> tuple[list[LedgerRow], set[str]]:
+    """Engine, lake, rejected rows and the marts transaction for the files of the batch.
+    Returns the rows now pending their archive move and the months whose marts changed."""
+    storage, batch = settings.storage, triage.batch
+    engine = open_engine(settings.engine, summary.engine)
+    try:
+        with _timed(summary, "enrich", progress):
+            dims = load_dimensions(warehouse)
+            result = enrich(engine, batch, dims, summary.run_id, work_dir / "out")
+    finally:
+        engine.close()
+    checkpoint("enriched")
+
+    with _timed(summary, "publish", progress):
+        planned = publish.plan_lake_objects(result.rows_dir, storage.lake_prefix)
+        summary.lake_objects = publish.upload_lake(
+            store, warehouse, planned, [b.ledger_id for b in batch], storage.max_concurrency
+        )
+        checkpoint("lake_written")
+        summary.rejected_files = publish.write_rejected(
+            store,
+            result,
+            batch,
+            {i: r.run_id for i, r in rows_by_id.items()},
+            storage.error_prefix,
+            work_dir,
+        )
+        checkpoint("rejected_written")
+        archive_keys = {
+            item.ledger_id: archive.archive_key(storage.archive_prefix, rows_by_id[item.ledger_id])
+            for item in batch
+        }
+        changes = publish.commit_batch(
+            warehouse,
+            result,
+            batch,
+            triage.checksums,
+            triage.corrections,
+            archive_keys,
+            settings.rules.incentive_rate,
+        )
+        checkpoint("marts_committed")
+
+    pending = []
+    for item in batch:
+        counts = result.counts.get(item.ledger_id, FileCounts())
+        message = None
+        if item.ledger_id in triage.corrections:
+            message = f"correction of file id {triage.corrections[item.ledger_id]}"
+        summary.files.append(
+            FileOutcome(
+                item.ledger_id,
+                item.file_name,
+                ledger.DONE,
+                counts.rows_read,
+                counts.rows_valid,
+                counts.rows_rejected,
+                message,
+            )
+        )
+        summary.rows_read += counts.rows_read
+        summary.rows_valid += counts.rows_valid
+        summary.rows_rejected += counts.rows_rejected
+        pending.append(
+            _with_pending(rows_by_id[item.ledger_id], ledger.DONE, archive_keys[item.ledger_id])
+        )
+    summary.files_processed = len(batch)
+    return pending, set(changes.months)
+
+
 def _stages(
     settings: Settings,
     warehouse: Warehouse,
@@ -203,11 +344,14 @@ def _stages(
 ) -> None:
     storage = settings.storage
     store = open_store(storage)
-    run_id = summary.run_id
-    work_dir = settings.engine.work_dir / f"run-{run_id}"
+    work_root = settings.engine.work_dir
+    # Work folders of runs that died are garbage: their files are redone from the bucket.
+    for stale in work_root.glob("run-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    work_dir = work_root / f"run-{summary.run_id}"
 
     with _timed(summary, "discover", progress):
-        found = discover(store, warehouse, storage.landing_prefix, run_id)
+        found = discover(store, warehouse, storage.landing_prefix, summary.run_id)
     summary.files_seen = len(found.new)
     summary.files_resumed = len(found.resumed)
     checkpoint("discovered")
@@ -215,7 +359,6 @@ def _stages(
     # Rows whose outcome is already committed only need their move; the rest start over.
     finishing = [row for row in found.work if row.pending_status is not None]
     todo = [row for row in found.work if row.pending_status is None]
-
     with _timed(summary, "download", progress, sum(row.size or 0 for row in todo)):
         fetched = download_all(
             store,
@@ -227,143 +370,30 @@ def _stages(
         )
     checkpoint("downloaded")
 
-    # File-level outcomes: quarantine, duplicates, corrections.
-    batch: list[BatchFile] = []
-    checksums: dict[int, str] = {}
-    corrections: dict[int, int] = {}
-    with _timed(summary, "validate", progress), warehouse.begin() as conn:
-        valid = [f for f in fetched if f.check is not None and f.check.ok]
-        known = ledger.processed_by_checksum(conn, sorted({f.check.checksum for f in valid}))
-        current = ledger.processed_by_name(conn, [f.row.file_name for f in valid])
-        for item in fetched:
-            row, check = item.row, item.check
-            if check is None:
-                ledger.finish(
-                    conn,
-                    row.id,
-                    ledger.QUARANTINED,
-                    "object vanished from landing before it was processed",
-                )
-                summary.files.append(
-                    FileOutcome(
-                        row.id, row.file_name, ledger.QUARANTINED, message="object vanished"
-                    )
-                )
-                continue
-            if not check.ok:
-                dest = archive.archive_key(storage.error_prefix, row)
-                ledger.set_pending(
-                    conn,
-                    row.id,
-                    ledger.QUARANTINED,
-                    dest,
-                    checksum=check.checksum,
-                    size=check.size,
-                    message=check.problem,
-                )
-                finishing.append(_with_pending(row, ledger.QUARANTINED, dest))
-                summary.files_quarantined += 1
-                summary.files.append(
-                    FileOutcome(row.id, row.file_name, ledger.QUARANTINED, message=check.problem)
-                )
-                continue
-            original = known.get(check.checksum)
-            if original is not None:
-                dest = archive.archive_key(storage.archive_prefix, row)
-                message = f"duplicate of {original[1]} (file id {original[0]})"
-                ledger.set_pending(
-                    conn,
-                    row.id,
-                    ledger.DUPLICATE,
-                    dest,
-                    checksum=check.checksum,
-                    size=check.size,
-                    message=message,
-                )
-                finishing.append(_with_pending(row, ledger.DUPLICATE, dest))
-                summary.files_duplicate += 1
-                summary.files.append(
-                    FileOutcome(row.id, row.file_name, ledger.DUPLICATE, message=message)
-                )
-                continue
-            known[check.checksum] = (row.id, row.file_name)
-            previous = current.get(row.file_name)
-            if previous is not None and previous[0] != row.id:
-                corrections[row.id] = previous[0]
-            checksums[row.id] = check.checksum
-            assert item.local_path is not None
-            batch.append(BatchFile(row.id, row.file_name, item.local_path, check.header))
-    summary.files_corrected = len(corrections)
+    with _timed(summary, "validate", progress):
+        triage = _triage(warehouse, fetched, storage, summary)
+    finishing += triage.settled
     checkpoint("validated")
 
-    if batch:
-        engine = open_engine(settings.engine, summary.engine)
-        try:
-            with _timed(summary, "enrich", progress):
-                dims = load_dimensions(warehouse)
-                result = enrich(engine, batch, dims, run_id, work_dir / "out")
-        finally:
-            engine.close()
-        checkpoint("enriched")
-
-        with _timed(summary, "publish", progress):
-            planned = publish.plan_lake_objects(result.rows_dir, storage.lake_prefix)
-            summary.lake_objects = publish.upload_lake(
-                store, warehouse, planned, [b.ledger_id for b in batch], storage.max_concurrency
-            )
-            checkpoint("lake_written")
-            registered = {row.id: row.run_id for row in found.work}
-            summary.rejected_files = publish.write_rejected(
-                store, result, batch, registered, storage.error_prefix, work_dir
-            )
-            checkpoint("rejected_written")
-            archive_keys = {
-                row.id: archive.archive_key(storage.archive_prefix, row)
-                for row in found.work
-                if row.id in checksums
-            }
-            changes = publish.commit_batch(
-                warehouse,
-                result,
-                batch,
-                checksums,
-                corrections,
-                archive_keys,
-                settings.rules.incentive_rate,
-            )
-            checkpoint("marts_committed")
-        for item in batch:
-            counts = result.counts.get(item.ledger_id)
-            outcome = FileOutcome(item.ledger_id, item.file_name, ledger.DONE)
-            if counts:
-                outcome.rows_read, outcome.rows_valid, outcome.rows_rejected = (
-                    counts.rows_read,
-                    counts.rows_valid,
-                    counts.rows_rejected,
-                )
-            if item.ledger_id in corrections:
-                outcome.message = f"correction of file id {corrections[item.ledger_id]}"
-            summary.files.append(outcome)
-            summary.rows_read += outcome.rows_read
-            summary.rows_valid += outcome.rows_valid
-            summary.rows_rejected += outcome.rows_rejected
-            finishing.append(
-                _with_pending(
-                    next(r for r in found.work if r.id == item.ledger_id),
-                    ledger.DONE,
-                    archive_keys[item.ledger_id],
-                )
-            )
-        summary.files_processed = len(batch)
-        months = set(changes.months)
-    else:
-        months = set()
+    months: set[str] = set()
+    if triage.batch:
+        pending, months = _process(
+            settings,
+            warehouse,
+            store,
+            {row.id: row for row in found.work},
+            triage,
+            work_dir,
+            summary,
+            progress,
+            checkpoint,
+        )
+        finishing += pending
 
     with _timed(summary, "archive", progress):
         with warehouse.begin() as conn:
-            months |= ledger.affected_months(
-                conn, [r.id for r in finishing if r.pending_status == ledger.DONE]
-            )
+            resumed_done = [r.id for r in found.resumed if r.pending_status == ledger.DONE]
+            months |= ledger.affected_months(conn, resumed_done)
         publish.write_snapshots(store, warehouse, months, storage.lake_prefix)
         checkpoint("snapshots_written")
         archive.finalize(store, warehouse, storage.landing_prefix, finishing, checkpoint)
@@ -373,6 +403,4 @@ def _stages(
 
 
 def _with_pending(row: LedgerRow, status: str, dest: str | None) -> LedgerRow:
-    return LedgerRow(
-        row.id, row.file_name, row.status, row.run_id, row.size, row.checksum, status, dest
-    )
+    return replace(row, pending_status=status, dest_key=dest)
