@@ -69,6 +69,9 @@ class DuckDBEngine:
                 "memory_limit": settings.memory_limit,
                 "temp_directory": str(spill),
                 "preserve_insertion_order": False,
+                # Flush each lake partition every row group: the partitioned writer otherwise
+                # buffers ~0.5M rows per open partition and spills under the memory limit.
+                "partitioned_write_flush_threshold": 122_880,
             }
         )
 
@@ -110,7 +113,7 @@ class DuckDBEngine:
             rows = sql.render("rows", "duckdb", run_id=int(run_id))
             self.con.execute(
                 f"COPY ({rows}) TO {_literal(str(rows_dir))} (FORMAT parquet, "
-                "PARTITION_BY (kind, sales_month, store_id, _ledger), COMPRESSION zstd, "
+                "PARTITION_BY (kind, sales_month, store_id, _ledger), COMPRESSION snappy, "
                 "OVERWRITE_OR_IGNORE true)"
             )
             # DuckDB reports a short line once per missing column: one reason per line.
