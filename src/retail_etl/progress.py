@@ -9,15 +9,29 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    ProgressColumn,
     SpinnerColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TransferSpeedColumn,
 )
-from rich.progress import (
-    Progress as RichProgress,
-)
+from rich.progress import Progress as RichProgress
+from rich.text import Text
+
+
+class _BytesOnly(ProgressColumn):
+    """Show a byte column only for stages that count bytes."""
+
+    def __init__(self, inner: ProgressColumn) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("bytes"):
+            return self.inner.render(task)  # type: ignore[return-value]
+        return Text("")
 
 
 class Progress(Protocol):
@@ -45,8 +59,8 @@ class TerminalProgress:
             SpinnerColumn(),
             TextColumn("[bold]{task.description:<10}"),
             BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
+            _BytesOnly(DownloadColumn()),
+            _BytesOnly(TransferSpeedColumn()),
             TimeElapsedColumn(),
             console=console,
             transient=False,
@@ -63,7 +77,9 @@ class TerminalProgress:
 
     def start(self, stage: str, total: float | None = None) -> None:
         with self._lock:
-            self._tasks[stage] = self._bar.add_task(stage, total=total or None)
+            self._tasks[stage] = self._bar.add_task(
+                stage, total=total or None, bytes=total is not None
+            )
 
     def advance(self, stage: str, amount: float) -> None:
         with self._lock:
