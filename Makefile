@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test check lint services clean
+.PHONY: install demo test check lint services clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ demo: install
 ## Every test, against the real services (starts MariaDB when needed)
 test: install services
 	$(PY) -m pytest -q
+
+## Throughput and memory of every variant on the same files (GB=2 by default, up to 15)
+GB ?= 2
+bench: install
+	$(VENV)/bin/retail-etl bench --gb $(GB)
 
 services:
 	bash scripts/ensure-services.sh

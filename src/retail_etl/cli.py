@@ -239,6 +239,43 @@ def demo(
     run_demo(_settings(), days, rows, out)
 
 
+@app.command()
+def bench(
+    gb: Annotated[float, typer.Option(min=0.001, max=15.0, help="GB of CSV to generate")] = 2.0,
+    files: Annotated[int, typer.Option(min=1, help="Files the day is split into")] = 8,
+    repeats: Annotated[int, typer.Option(min=1, help="Runs per variant (best and median)")] = 2,
+    customers: Annotated[int, typer.Option(min=1, help="Customers in the dimension")] = 40,
+    spark: Annotated[bool, typer.Option(help="Include the Spark variants")] = True,
+    textbook: Annotated[Path, typer.Option(help="The textbook Spark job")] = Path(
+        "bench/textbook_spark.py"
+    ),
+    history_fraction: Annotated[
+        float, typer.Option(min=0.001, max=1.0, help="Size of each history day vs the day")
+    ] = 0.1,
+    workdir: Annotated[Path, typer.Option(help="Scratch folder")] = Path("bench/data"),
+    results: Annotated[Path, typer.Option(help="Results JSON")] = Path("bench/results.json"),
+    markdown: Annotated[Path, typer.Option(help="Markdown whose table is regenerated")] = Path(
+        "BENCHMARKS.md"
+    ),
+) -> None:
+    """Measure the floor, textbook Spark, both engines and day 30 on the same files."""
+    from retail_etl.bench import run_bench, table
+
+    outcome = run_bench(
+        workdir,
+        gb,
+        files,
+        repeats,
+        customers,
+        spark,
+        textbook if textbook.exists() else None,
+        history_fraction,
+        results,
+        markdown,
+    )
+    out.print(table(outcome))
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)

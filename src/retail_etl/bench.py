@@ -1,0 +1,421 @@
+"""`retail-etl bench`: one invocation measures every variant on the same generated files.
+
+Each variant runs as its own process (so its peak RSS is its own), at least twice; wall time,
+CSV MB/s, peak RSS of the process tree and the ratio to the floor are recorded, and the mart
+totals of every variant must agree to the cent. Results go to bench/results.json and the table
+in BENCHMARKS.md between its markers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+TABLE_START = "<!-- bench:table:start -->"
+TABLE_END = "<!-- bench:table:end -->"
+BYTES_PER_ROW = 64  # about what `generate` writes per row
+
+
+@dataclass
+class Variant:
+    name: str
+    description: str
+    seconds: list[float] = field(default_factory=list)
+    peak_rss_mb: list[float] = field(default_factory=list)
+    totals: dict[str, str] = field(default_factory=dict)
+    input_mb: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def best(self) -> float:
+        return min(self.seconds)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    def summary(self, floor: float | None) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "runs": len(self.seconds),
+            "best_s": round(self.best, 2),
+            "median_s": round(self.median, 2),
+            "mb_per_s": round(self.input_mb / self.best, 1),
+            "peak_rss_mb": round(max(self.peak_rss_mb), 0),
+            "ratio_to_floor": round(self.best / floor, 2) if floor else None,
+            "totals": self.totals,
+            "stage_seconds": self.stage_seconds,
+        }
+
+
+def measure(
+    cmd: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> tuple[float, float, str]:
+    """Run cmd; return wall seconds, peak RSS (MB) of its whole process tree, stdout."""
+    import psutil
+
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    root = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            tree = [root, *root.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])}... failed ({proc.returncode}): {err[-2000:]}")
+    return seconds, peak / 1e6, out
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "retail_etl", *args]
+
+
+def _mart_totals(workspace: Path) -> dict[str, str]:
+    import sqlite3
+
+    with sqlite3.connect(workspace / "data" / "warehouse.db") as db:
+        customer = db.execute("SELECT SUM(total_sales) FROM customers_data_mart").fetchone()[0]
+        team = db.execute("SELECT SUM(total_sales) FROM sales_team_data_mart").fetchone()[0]
+    return {
+        "customer_total": str(Decimal(str(customer)).quantize(Decimal("0.01"))),
+        "team_total": str(Decimal(str(team)).quantize(Decimal("0.01"))),
+    }
+
+
+class Bench:
+    def __init__(self, root: Path, gb: float, files: int, repeats: int, customers: int) -> None:
+        self.root = root.resolve()
+        self.gb, self.files, self.repeats, self.customers = gb, files, repeats, customers
+        self.template = self.root / "template"  # initialised warehouse with the dimensions
+        self.csv_dir = self.root / "csv"
+        self.day = date(2024, 3, 30)
+
+    def log(self, message: str) -> None:
+        print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+    def prepare(self) -> list[Path]:
+        """Dimensions once, then the day's CSV files (regenerated only when the size changes)."""
+        rows = max(1, int(self.gb * 1e9 / self.files / BYTES_PER_ROW))
+        marker = self.root / "csv.json"
+        wanted = {"rows": rows, "files": self.files, "customers": self.customers}
+        if marker.exists() and json.loads(marker.read_text()) == wanted:
+            return sorted(self.csv_dir.rglob("*.csv"))
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.template.mkdir(parents=True)
+        self.log(f"initialising dimensions ({self.customers} customers)")
+        measure(_cli("init", "--demo", "--customers", str(self.customers)), self.template)
+        self.log(f"generating {self.files} files x {rows} rows")
+        measure(
+            _cli(
+                "generate",
+                "--date",
+                self.day.isoformat(),
+                "--rows",
+                str(rows),
+                "--files",
+                str(self.files),
+                "--seed",
+                "1",
+            ),
+            self.template,
+        )
+        shutil.move(self.template / "data" / "bucket" / "sales_data", self.csv_dir)
+        self._export_dimensions()
+        marker.write_text(json.dumps(wanted))
+        return sorted(self.csv_dir.rglob("*.csv"))
+
+    def _export_dimensions(self) -> None:
+        import pyarrow.parquet as pq
+
+        from retail_etl.config import Settings
+        from retail_etl.warehouse import Warehouse
+        from retail_etl.warehouse.schema import DIMENSIONS
+
+        url = f"sqlite:///{self.template / 'data' / 'warehouse.db'}"
+        warehouse = Warehouse(Settings.model_validate({"warehouse": {"url": url}}).warehouse)
+        (self.root / "dims").mkdir(exist_ok=True)
+        for table in DIMENSIONS:
+            arrow = warehouse.read_arrow(table, [c.name for c in table.columns])
+            pq.write_table(arrow, self.root / "dims" / f"{table.name}.parquet")
+        warehouse.dispose()
+
+    def workspace(self, name: str, csvs: list[Path]) -> Path:
+        """A fresh copy of the initialised warehouse with the CSVs landed (hard links)."""
+        ws = self.root / "runs" / name
+        shutil.rmtree(ws, ignore_errors=True)
+        (ws / "data").mkdir(parents=True)
+        shutil.copy(self.template / "data" / "warehouse.db", ws / "data" / "warehouse.db")
+        self.land(ws, csvs)
+        return ws
+
+    def land(self, ws: Path, csvs: list[Path], prefix: str = "") -> None:
+        landing = ws / "data" / "bucket" / "sales_data"
+        for path in csvs:
+            dest = landing / prefix / path.relative_to(self.csv_dir)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, dest)
+            except OSError:
+                shutil.copy(path, dest)
+
+    def floor(self, csvs: list[Path], variant: Variant) -> None:
+        code = (
+            "import duckdb,sys,json;c=duckdb.connect();"
+            "r=c.execute('SELECT count(*), sum(total_cost) FROM read_csv($1)',"
+            "[sys.argv[1:]]).fetchone();print(json.dumps([r[0], str(r[1])]))"
+        )
+        for _ in range(self.repeats):
+            seconds, rss, out = measure([sys.executable, "-c", code, *map(str, csvs)], self.root)
+            variant.seconds.append(seconds)
+            variant.peak_rss_mb.append(rss)
+        variant.totals = {"all_rows_total": json.loads(out)[1]}
+
+    def textbook(self, csvs: list[Path], variant: Variant, script: Path) -> None:
+        for attempt in range(self.repeats):
+            out_dir = self.root / "runs" / f"textbook-{attempt}"
+            shutil.rmtree(out_dir, ignore_errors=True)
+            cmd = [
+                sys.executable,
+                str(script),
+                str(self.root / "dims"),
+                str(out_dir),
+                *map(str, csvs),
+            ]
+            seconds, rss, out = measure(cmd, self.root)
+            variant.seconds.append(seconds)
+            variant.peak_rss_mb.append(rss)
+            variant.totals = json.loads(out.strip().splitlines()[-1])
+            shutil.rmtree(out_dir, ignore_errors=True)
+
+    def retail_etl(self, csvs: list[Path], variant: Variant, engine: str) -> None:
+        for attempt in range(self.repeats):
+            ws = self.workspace(f"{engine}-{attempt}", csvs)
+            seconds, rss, out = measure(_cli("run", "--engine", engine, "--json"), ws)
+            summary = json.loads(out)
+            variant.seconds.append(seconds)
+            variant.peak_rss_mb.append(rss)
+            variant.stage_seconds = summary["stage_seconds"]
+            variant.totals = _mart_totals(ws)
+            shutil.rmtree(ws, ignore_errors=True)
+
+    def day30(self, csvs: list[Path], variant: Variant, history_fraction: float) -> None:
+        """29 days already processed (smaller days by history_fraction, to keep the benchmark
+        short), then the same day as the other variants: its cost must not grow with history."""
+        history = self.workspace("history", [])
+        rows = max(1, int(self.gb * 1e9 * history_fraction / self.files / BYTES_PER_ROW))
+        self.log(f"processing 29 days of history ({self.files} files x {rows} rows a day)")
+        start = self.day - timedelta(days=29)
+        measure(
+            _cli(
+                "generate",
+                "--date",
+                start.isoformat(),
+                "--days",
+                "29",
+                "--rows",
+                str(rows),
+                "--files",
+                str(self.files),
+                "--seed",
+                "2",
+            ),
+            history,
+        )
+        measure(_cli("run", "--json"), history)
+        shutil.rmtree(history / "data" / "bucket" / "sales_data_processed")  # never read again
+        for attempt in range(self.repeats):
+            ws = self.root / "runs" / f"day30-{attempt}"
+            shutil.rmtree(ws, ignore_errors=True)
+            # the lake only gains files in a run: hard links are a safe, instant copy
+            shutil.copytree(
+                history / "data" / "bucket", ws / "data" / "bucket", copy_function=os.link
+            )
+            shutil.copy(history / "data" / "warehouse.db", ws / "data" / "warehouse.db")
+            self.land(ws, csvs)
+            seconds, rss, out = measure(_cli("run", "--json"), ws)
+            variant.seconds.append(seconds)
+            variant.peak_rss_mb.append(rss)
+            variant.stage_seconds = json.loads(out)["stage_seconds"]
+            variant.totals = {}
+            shutil.rmtree(ws, ignore_errors=True)
+        shutil.rmtree(history, ignore_errors=True)
+
+
+def machine() -> dict[str, Any]:
+    import duckdb
+    import psutil
+
+    info: dict[str, Any] = {
+        "cores": os.cpu_count(),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "duckdb": duckdb.__version__,
+        "os": platform.platform(),
+    }
+    try:
+        import pyspark
+
+        info["pyspark"] = pyspark.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def run_bench(
+    root: Path,
+    gb: float,
+    files: int,
+    repeats: int,
+    customers: int,
+    spark: bool,
+    textbook_script: Path | None,
+    history_fraction: float,
+    results_path: Path,
+    markdown_path: Path | None,
+) -> dict[str, Any]:
+    bench = Bench(root, gb, files, repeats, customers)
+    csvs = bench.prepare()
+    input_mb = sum(p.stat().st_size for p in csvs) / 1e6
+    variants = [Variant("floor", "DuckDB count(*) + sum(total_cost) over the CSVs")]
+    if spark and textbook_script is not None:
+        variants.append(
+            Variant(
+                "textbook-spark", "tutorial Spark job: inferSchema, union, joins, window + distinct"
+            )
+        )
+    variants.append(Variant("retail-etl-duckdb", "retail-etl run, DuckDB engine, end to end"))
+    if spark:
+        variants.append(
+            Variant("retail-etl-spark", "retail-etl run, Spark engine local[*], end to end")
+        )
+    variants.append(Variant("day30-duckdb", "day 30 after 29 processed days, DuckDB engine"))
+    for variant in variants:
+        variant.input_mb = input_mb
+        bench.log(f"measuring {variant.name}")
+        if variant.name == "floor":
+            bench.floor(csvs, variant)
+        elif variant.name == "textbook-spark":
+            assert textbook_script is not None
+            bench.textbook(csvs, variant, textbook_script)
+        elif variant.name == "retail-etl-duckdb":
+            bench.retail_etl(csvs, variant, "duckdb")
+        elif variant.name == "retail-etl-spark":
+            bench.retail_etl(csvs, variant, "spark")
+        else:
+            bench.day30(csvs, variant, history_fraction)
+    floor = variants[0].best
+    by_name = {v.name: v for v in variants}
+    mart_totals = {
+        v.name: v.totals["customer_total"] for v in variants if "customer_total" in v.totals
+    }
+    day1 = by_name["retail-etl-duckdb"]
+    results = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": machine(),
+        "input": {
+            "gb": gb,
+            "files": files,
+            "mb": round(input_mb, 1),
+            "customers": customers,
+            "repeats": repeats,
+            "history_fraction": history_fraction,
+        },
+        "variants": [v.summary(floor) for v in variants],
+        "checks": {
+            "mart_totals": mart_totals,
+            "mart_totals_agree": len(set(mart_totals.values())) == 1,
+            "floor_total_equals_marts": all(
+                t == variants[0].totals["all_rows_total"] for t in mart_totals.values()
+            ),
+            "day30_over_day1": round(by_name["day30-duckdb"].median / day1.median, 2),
+        },
+    }
+    if "textbook-spark" in by_name and "retail-etl-spark" in by_name:
+        results["checks"]["spark_speedup_over_textbook"] = round(
+            by_name["textbook-spark"].median / by_name["retail-etl-spark"].median, 2
+        )
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(json.dumps(results, indent=2))
+    if markdown_path is not None:
+        update_markdown(markdown_path, results)
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    m, i = results["machine"], results["input"]
+    lines = [
+        f"Measured {results['when']} on {m['cores']} cores, {m['ram_gb']} GB RAM ({m['os']}), "
+        f"Python {m['python']}, DuckDB {m['duckdb']}"
+        + (f", PySpark {m['pyspark']}" if "pyspark" in m else "")
+        + f". Input: {i['mb']} MB of CSV in {i['files']} files, {i['customers']} customers; "
+        f"best and median of {i['repeats']} runs.",
+        "",
+        "| variant | best s | median s | MB/s | peak RSS MB | × floor |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for v in results["variants"]:
+        lines.append(
+            f"| {v['name']} | {v['best_s']} | {v['median_s']} | {v['mb_per_s']} | "
+            f"{v['peak_rss_mb']:.0f} | {v['ratio_to_floor']} |"
+        )
+    checks = results["checks"]
+    lines += [
+        "",
+        f"Mart totals agree to the cent across variants: **{checks['mart_totals_agree']}** "
+        f"({', '.join(f'{k}: {v}' for k, v in checks['mart_totals'].items())}).",
+        f"Day 30 / day 1 (median): **{checks['day30_over_day1']}**.",
+    ]
+    if "spark_speedup_over_textbook" in checks:
+        lines.append(
+            f"Spark engine vs textbook Spark: **{checks['spark_speedup_over_textbook']}×** faster."
+        )
+    stages = {v["name"]: v["stage_seconds"] for v in results["variants"] if v["stage_seconds"]}
+    if stages:
+        lines += [
+            "",
+            "Seconds per stage (last run):",
+            "",
+            "| variant | " + " | ".join(next(iter(stages.values()))) + " |",
+            "|---|" + "---:|" * len(next(iter(stages.values()))),
+        ]
+        for name, per_stage in stages.items():
+            lines.append(f"| {name} | " + " | ".join(str(s) for s in per_stage.values()) + " |")
+    return "\n".join(lines)
+
+
+def update_markdown(path: Path, results: dict[str, Any]) -> None:
+    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{TABLE_START}\n{TABLE_END}\n"
+    if TABLE_START not in text:
+        text += f"\n{TABLE_START}\n{TABLE_END}\n"
+    head, rest = text.split(TABLE_START, 1)
+    _old, tail = rest.split(TABLE_END, 1)
+    path.write_text(f"{head}{TABLE_START}\n{table(results)}\n{TABLE_END}{tail}")
+
+
+__all__ = ["run_bench", "asdict"]
