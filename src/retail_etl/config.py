@@ -18,6 +18,7 @@ from pydantic_settings import (
 from retail_etl.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "retail-etl.toml"
+MIB = 1024 * 1024
 
 
 class _Section(BaseModel):
@@ -35,6 +36,15 @@ class StorageSettings(_Section):
     archive_prefix: str = Field("sales_data_processed/", description="Processed source files")
     lake_prefix: str = Field("lake/", description="Parquet lake root")
     max_concurrency: int = Field(8, ge=1, le=64, description="Parallel transfers")
+    multipart_threshold: int = Field(
+        64 * MIB, ge=5 * MIB, description="S3: bytes from which transfers go in parallel parts"
+    )
+    multipart_chunksize: int = Field(
+        16 * MIB, ge=5 * MIB, description="S3: size of each part of a multipart transfer"
+    )
+    max_attempts: int = Field(
+        8, ge=1, le=30, description="S3: attempts per request (adaptive retry mode)"
+    )
 
     @field_validator("landing_prefix", "error_prefix", "archive_prefix", "lake_prefix")
     @classmethod
