@@ -239,3 +239,23 @@ def load_settings(explicit: Path | None = None, **overrides: Any) -> Settings:
         raise ConfigError(f"cannot read configuration {path}: {exc}") from None
     finally:
         _CONFIG_FILE_IN_USE.pop("path", None)
+
+
+def configured_key_file(explicit: Path | None = None) -> Path | None:
+    """The [secrets] key_file, read without validating (or decrypting) the rest of the config;
+    RETAIL_ETL_SECRETS__KEY_FILE wins over the file."""
+    from_env = os.environ.get("RETAIL_ETL_SECRETS__KEY_FILE")
+    if from_env:
+        return Path(from_env)
+    path = config_path(explicit)
+    if path is None:
+        return None
+    import tomllib
+
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc}") from None
+    section = data.get("secrets")
+    value = section.get("key_file") if isinstance(section, dict) else None
+    return Path(str(value)) if value else None

@@ -66,6 +66,20 @@ def read_key_file(path: Path) -> bytes:
     return parse_key(text, f"key file {path}")
 
 
+def write_key_file(path: Path, key: str) -> None:
+    """Create a key file readable by its owner only; an existing file is never replaced."""
+    parse_key(key, "the new key")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise SecretError(f"{path} already exists; not replacing a master key") from None
+    except OSError as exc:
+        raise SecretError(f"cannot create the key file {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(key + "\n")
+    os.chmod(path, 0o600)  # whatever the umask
+
+
 def load_key(key_file: Path | None = None) -> bytes:
     """The master key from the environment, else a key file (env variable, then config)."""
     from_env = os.environ.get(KEY_ENV)
@@ -77,7 +91,7 @@ def load_key(key_file: Path | None = None) -> bytes:
     if key_file is not None:
         return read_key_file(Path(key_file).expanduser())
     raise SecretError(
-        f"an enc: value needs the master key: set {KEY_ENV}, {KEY_FILE_ENV} or [secrets] key_file"
+        f"an enc: value needs the master key: set {KEY_ENV}, {KEY_FILE_ENV} or secrets.key_file"
     )
 
 
