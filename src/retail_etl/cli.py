@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from retail_etl.config import Settings, load_settings
@@ -326,7 +327,10 @@ def main() -> None:
     except RetailEtlError as exc:
         if state.debug:
             raise
-        console.print(f"[red]error:[/red] {redact(str(exc))}", highlight=False, soft_wrap=True)
+        # The message is text, not markup: "[secrets]" and the like stay as written.
+        console.print(
+            f"[red]error:[/red] {escape(redact(str(exc)))}", highlight=False, soft_wrap=True
+        )
         sys.exit(exc.exit_code)
     except typer.Abort:
         console.print("aborted")
@@ -341,8 +345,9 @@ def main() -> None:
             sys.exit(exc.exit_code)
         if state.debug:
             raise
+        message = escape(redact(f"{type(exc).__name__}: {exc}"))
         console.print(
-            f"[red]error:[/red] {redact(f'{type(exc).__name__}: {exc}')} (--debug for details)",
+            f"[red]error:[/red] {message} (--debug for details)",
             highlight=False,
             soft_wrap=True,
         )
