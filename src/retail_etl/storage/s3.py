@@ -256,7 +256,7 @@ def _client(settings: StorageSettings) -> Any:
             "(to use the AWS credential chain)"
         )
     options: dict[str, Any] = {
-        "retries": {"mode": "adaptive", "max_attempts": settings.max_attempts},
+        "retries": {"mode": "adaptive", "total_max_attempts": settings.max_attempts},
         "max_pool_connections": max(10, settings.max_concurrency * 2),
         "connect_timeout": 10,
         "read_timeout": 120,
