@@ -84,7 +84,7 @@ def secrets_keygen(
 
 @secrets_app.command("encrypt")
 def secrets_encrypt(
-    value: Annotated[str, typer.Argument(help="The secret; - reads it from stdin")],
+    value: Annotated[str, typer.Argument(help="The secret; - reads it from stdin or a prompt")],
     key_file: Annotated[
         Path | None, typer.Option("--key-file", help="Master key file (default: config)")
     ] = None,
@@ -93,8 +93,11 @@ def secrets_encrypt(
     from retail_etl.config import configured_key_file
     from retail_etl.secrets import encrypt, load_key, read_key_file
 
-    if value == "-":
-        value = sys.stdin.read().rstrip("\r\n")
+    if value == "-":  # keeps the secret out of the shell history; hidden on a terminal
+        if sys.stdin.isatty():
+            value = typer.prompt("value to encrypt", hide_input=True, err=True)
+        else:
+            value = sys.stdin.read().rstrip("\r\n")
     if not value:
         raise typer.BadParameter("the value to encrypt is empty")
     key = read_key_file(key_file) if key_file else load_key(configured_key_file(state.config))
