@@ -73,6 +73,11 @@ BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], dict[str, Any]]] = {
     "embedded": lambda root, _request: embedded_settings(root),
 }
 
+# Production parts: S3 over HTTP (moto server) and MariaDB; fixtures and factory in services.py.
+from services import mariadb, s3_mysql_settings, s3_server  # noqa: E402, F401
+
+BACKENDS["s3-mysql"] = s3_mysql_settings
+
 
 def make_env(name: str, root: Path, request: pytest.FixtureRequest, demo: bool = True) -> Env:
     sections = BACKENDS[name](root, request)

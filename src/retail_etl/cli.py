@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from retail_etl.config import Settings, load_settings
@@ -54,6 +55,53 @@ def _settings() -> Settings:
 
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, default=str) + "\n")
+
+
+# --- secrets: key management for enc: config values (SPEC section 9) ---------------------
+secrets_app = typer.Typer(
+    no_args_is_help=True, help="Master key and enc: values for secret settings."
+)
+app.add_typer(secrets_app, name="secrets")
+
+
+@secrets_app.command("keygen")
+def secrets_keygen(
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write the key to this new file (mode 600)")
+    ] = None,
+) -> None:
+    """Create a master key: printed, or written to a file only its owner can read."""
+    from retail_etl.secrets import KEY_ENV, generate_key, write_key_file
+
+    key = generate_key()
+    if out_file is None:
+        sys.stdout.write(key + "\n")
+        console.print(f"keep it secret: export {KEY_ENV}=<key>, or store it with --out FILE")
+        return
+    write_key_file(out_file, key)
+    console.print(f"master key written to {out_file} (mode 600); point secrets.key_file at it")
+
+
+@secrets_app.command("encrypt")
+def secrets_encrypt(
+    value: Annotated[str, typer.Argument(help="The secret; - reads it from stdin or a prompt")],
+    key_file: Annotated[
+        Path | None, typer.Option("--key-file", help="Master key file (default: config)")
+    ] = None,
+) -> None:
+    """Print VALUE as an enc: token to paste into the config or an environment variable."""
+    from retail_etl.config import configured_key_file
+    from retail_etl.secrets import encrypt, load_key, read_key_file
+
+    if value == "-":  # keeps the secret out of the shell history; hidden on a terminal
+        if sys.stdin.isatty():
+            value = typer.prompt("value to encrypt", hide_input=True, err=True)
+        else:
+            value = sys.stdin.read().rstrip("\r\n")
+    if not value:
+        raise typer.BadParameter("the value to encrypt is empty")
+    key = read_key_file(key_file) if key_file else load_key(configured_key_file(state.config))
+    sys.stdout.write(encrypt(value, key) + "\n")
 
 
 @app.command()
@@ -282,7 +330,10 @@ def main() -> None:
     except RetailEtlError as exc:
         if state.debug:
             raise
-        console.print(f"[red]error:[/red] {redact(str(exc))}", highlight=False, soft_wrap=True)
+        # The message is text, not markup: "[secrets]" and the like stay as written.
+        console.print(
+            f"[red]error:[/red] {escape(redact(str(exc)))}", highlight=False, soft_wrap=True
+        )
         sys.exit(exc.exit_code)
     except typer.Abort:
         console.print("aborted")
@@ -297,8 +348,9 @@ def main() -> None:
             sys.exit(exc.exit_code)
         if state.debug:
             raise
+        message = escape(redact(f"{type(exc).__name__}: {exc}"))
         console.print(
-            f"[red]error:[/red] {redact(f'{type(exc).__name__}: {exc}')} (--debug for details)",
+            f"[red]error:[/red] {message} (--debug for details)",
             highlight=False,
             soft_wrap=True,
         )

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -15,9 +27,54 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from retail_etl.errors import ConfigError
+from retail_etl.errors import ConfigError, SecretError
+from retail_etl.redact import register_secret
 
 DEFAULT_CONFIG_FILE = "retail-etl.toml"
+MIB = 1024 * 1024
+
+# The [secrets] key_file of the Settings being validated, for decrypting enc: values.
+_KEY_FILE: ContextVar[Path | None] = ContextVar("retail_etl_key_file", default=None)
+
+
+def _decrypt(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, str) and value.startswith("enc:"):
+        from retail_etl import secrets
+
+        try:
+            value = secrets.decrypt(value, secrets.load_key(_KEY_FILE.get()))
+        except SecretError as exc:
+            raise PydanticCustomError("secret", str(exc)) from None
+    return value
+
+
+def _reveal_secret(value: Any) -> Any:
+    """Decrypt an enc: value; either way the plain value is masked in every output."""
+    value = _decrypt(value)
+    if isinstance(value, str):
+        register_secret(value)
+    return value
+
+
+def _reveal_url(value: Any) -> Any:
+    """Like _reveal_secret, but only the URL's password is masked (the rest is shown)."""
+    value = _decrypt(value)
+    if isinstance(value, str):
+        try:
+            password = urlsplit(value).password
+        except ValueError:
+            password = None
+        if password:
+            register_secret(password)
+            register_secret(unquote(password))
+    return value
+
+
+# Secret values: plain or `enc:<token>` (see retail_etl.secrets), never printed.
+Secret = Annotated[SecretStr | None, BeforeValidator(_reveal_secret)]
+SecretUrl = Annotated[SecretStr, BeforeValidator(_reveal_url)]
 
 
 class _Section(BaseModel):
@@ -28,13 +85,22 @@ class StorageSettings(_Section):
     url: str = Field("file://./data/bucket", description="Bucket: file://FOLDER or s3://BUCKET")
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto...)")
     region: str | None = Field(None, description="S3 region; the AWS chain decides when unset")
-    access_key_id: SecretStr | None = Field(None, description="S3 key id (plain or enc:)")
-    secret_access_key: SecretStr | None = Field(None, description="S3 secret (plain or enc:)")
+    access_key_id: Secret = Field(None, description="S3 key id (plain or enc:)")
+    secret_access_key: Secret = Field(None, description="S3 secret (plain or enc:)")
     landing_prefix: str = Field("sales_data/", description="Where stores upload sales files")
     error_prefix: str = Field("sales_data_error/", description="Quarantined files, rejected rows")
     archive_prefix: str = Field("sales_data_processed/", description="Processed source files")
     lake_prefix: str = Field("lake/", description="Parquet lake root")
     max_concurrency: int = Field(8, ge=1, le=64, description="Parallel transfers")
+    multipart_threshold: int = Field(
+        64 * MIB, ge=5 * MIB, description="S3: bytes from which transfers go in parallel parts"
+    )
+    multipart_chunksize: int = Field(
+        16 * MIB, ge=5 * MIB, description="S3: size of each part of a multipart transfer"
+    )
+    max_attempts: int = Field(
+        8, ge=1, le=30, description="S3: attempts per request (adaptive retry mode)"
+    )
 
     @field_validator("landing_prefix", "error_prefix", "archive_prefix", "lake_prefix")
     @classmethod
@@ -44,11 +110,11 @@ class StorageSettings(_Section):
 
 
 class WarehouseSettings(_Section):
-    url: SecretStr = Field(
+    url: SecretUrl = Field(
         SecretStr("sqlite:///./data/warehouse.db"),
         description="SQLAlchemy URL: sqlite:///PATH or mysql+pymysql://user:pass@host/db",
     )
-    password: SecretStr | None = Field(
+    password: Secret = Field(
         None, description="Password used instead of the one in the URL (plain or enc:)"
     )
     connect_retries: int = Field(3, ge=0, description="Extra connection attempts before failing")
@@ -73,6 +139,14 @@ class RulesSettings(_Section):
     )
 
 
+class SecretsSettings(_Section):
+    key_file: Path | None = Field(
+        None,
+        description="File holding the master key for enc: values (mode 600); "
+        "RETAIL_ETL_MASTER_KEY and RETAIL_ETL_MASTER_KEY_FILE take precedence",
+    )
+
+
 class LogSettings(_Section):
     dir: Path = Field(Path("./data/logs"), description="Folder of the JSON-lines log")
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -93,6 +167,24 @@ class Settings(BaseSettings):
     engine: EngineSettings = EngineSettings()
     rules: RulesSettings = RulesSettings()
     log: LogSettings = LogSettings()
+    secrets: SecretsSettings = SecretsSettings()
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _key_file_first(cls, data: Any, handler: Any) -> Any:
+        """enc: values anywhere are decrypted with the key file named in this same config."""
+        section = data.get("secrets") if isinstance(data, dict) else None
+        if isinstance(section, SecretsSettings):
+            key_file = section.key_file
+        elif isinstance(section, dict) and section.get("key_file"):
+            key_file = Path(str(section["key_file"]))
+        else:
+            key_file = None
+        token = _KEY_FILE.set(key_file)
+        try:
+            return handler(data)
+        finally:
+            _KEY_FILE.reset(token)
 
     @classmethod
     def settings_customise_sources(
@@ -141,8 +233,29 @@ def load_settings(explicit: Path | None = None, **overrides: Any) -> Settings:
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         source = f" in {path}" if path else ""
-        raise ConfigError(f"invalid configuration{source}: {problems}") from None
+        kind = SecretError if all(e["type"] == "secret" for e in exc.errors()) else ConfigError
+        raise kind(f"invalid configuration{source}: {problems}") from None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read configuration {path}: {exc}") from None
     finally:
         _CONFIG_FILE_IN_USE.pop("path", None)
+
+
+def configured_key_file(explicit: Path | None = None) -> Path | None:
+    """The [secrets] key_file, read without validating (or decrypting) the rest of the config;
+    RETAIL_ETL_SECRETS__KEY_FILE wins over the file."""
+    from_env = os.environ.get("RETAIL_ETL_SECRETS__KEY_FILE")
+    if from_env:
+        return Path(from_env)
+    path = config_path(explicit)
+    if path is None:
+        return None
+    import tomllib
+
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc}") from None
+    section = data.get("secrets")
+    value = section.get("key_file") if isinstance(section, dict) else None
+    return Path(str(value)) if value else None

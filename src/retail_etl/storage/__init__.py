@@ -21,7 +21,7 @@ def open_store(settings: StorageSettings) -> ObjectStore:
 
         return LocalFolderStore(Path(folder), settings.url)
     if parsed.scheme == "s3":
-        from retail_etl.storage.s3 import S3Store  # type: ignore[import-not-found]
+        from retail_etl.storage.s3 import S3Store
 
-        return S3Store(settings)  # type: ignore[no-any-return]
+        return S3Store(settings)
     raise ConfigError(f"storage.url must start with file:// or s3://, got {settings.url!r}")

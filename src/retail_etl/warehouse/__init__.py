@@ -36,6 +36,17 @@ from retail_etl.warehouse import schema
 
 UPSERT_CHUNK = 5_000
 LOCK_NAME = "run"
+_MYSQL_SQL_MODE = (
+    "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,"
+    "NO_ENGINE_SUBSTITUTION"
+)
+_MYSQL_HINTS = {
+    1044: ": the user may not use this database",
+    1045: ": check the user and password in warehouse.url / warehouse.password",
+    1049: ": create it first, e.g. CREATE DATABASE name CHARACTER SET utf8mb4",
+    2003: ": is the server running and reachable?",
+    2005: ": check the host name in warehouse.url",
+}
 
 
 def _now() -> datetime:
@@ -64,7 +75,13 @@ class Warehouse:
                 url,
                 pool_pre_ping=True,
                 pool_recycle=3600,
-                connect_args={"charset": "utf8mb4", "connect_timeout": 10},
+                connect_args={
+                    "charset": "utf8mb4",
+                    "connect_timeout": 10,
+                    # Strict: a value that does not fit (money, dates) is an error, never
+                    # silently clipped, whatever the server's default mode.
+                    "init_command": f"SET SESSION sql_mode = '{_MYSQL_SQL_MODE}'",
+                },
             )
         else:
             raise WarehouseError(f"unsupported warehouse dialect {self.dialect!r}")
@@ -77,8 +94,10 @@ class Warehouse:
             try:
                 return self.engine.connect()
             except DBAPIError as exc:
-                if attempt + 1 == attempts or not _is_connect_error(exc):
+                if not _is_connect_error(exc):
                     raise self.error(exc) from None
+                if attempt + 1 == attempts:
+                    raise self.error(exc, f"gave up after {attempts} attempt(s)") from None
                 time.sleep(min(2**attempt, 8))
         raise AssertionError("unreachable")
 
@@ -94,8 +113,17 @@ class Warehouse:
         finally:
             conn.close()
 
-    def error(self, exc: BaseException) -> WarehouseError:
-        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    def error(self, exc: BaseException, note: str = "") -> WarehouseError:
+        """One line naming the warehouse (password hidden), the problem and a hint."""
+        orig = getattr(exc, "orig", None) or exc
+        args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+        if len(args) >= 2 and isinstance(args[0], int) and isinstance(args[1], str):
+            code = args[0]  # a MySQL / MariaDB error: (code, message)
+            detail = f"{args[1]} (error {code}{_MYSQL_HINTS.get(code, '')})"
+        else:
+            detail = str(orig).splitlines()[0] if str(orig) else type(orig).__name__
+        if note:
+            detail += f"; {note}"
         return WarehouseError(redact(f"warehouse {self.display_url}: {detail}"))
 
     def create_all(self) -> None:
