@@ -7,7 +7,7 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
-from conftest import Env, csv_text, make_env
+from conftest import BACKENDS, Env, csv_text, make_env
 from helpers import customer_mart, keys, lake_rows, ledger, object_bytes, state, team_mart
 from sqlalchemy import select
 
@@ -113,13 +113,14 @@ def test_landed_bytes_all_end_up_in_archive_or_error(env: Env, tmp_path) -> None
     assert Counter(object_bytes(env, k, tmp_path) for k in kept) == landed
 
 
-def test_batching_does_not_matter(request, tmp_path) -> None:
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_batching_does_not_matter(request, tmp_path, backend: str) -> None:
     files = {"a.csv": DAY1, "b.csv": DAY2, "c.csv": csv_text("2,2,Tea,2024-03-07,5,3.10,1,3.10")}
-    one = make_env("embedded", tmp_path / "one", request)
+    one = make_env(backend, tmp_path / "one", request)
     for name, text in files.items():
         one.land(name, text)
     one.run()
-    three = make_env("embedded", tmp_path / "three", request)
+    three = make_env(backend, tmp_path / "three", request)
     for name, text in files.items():
         three.land(name, text)
         three.run()
@@ -146,12 +147,13 @@ class Crash(Exception):
     pass
 
 
+@pytest.mark.parametrize("backend", list(BACKENDS))
 @pytest.mark.parametrize("where", CHECKPOINTS)
 def test_resume_after_a_failure_anywhere_gives_the_uninterrupted_result(
-    request, tmp_path, where: str
+    request, tmp_path, where: str, backend: str
 ) -> None:
-    reference = make_env("embedded", tmp_path / "reference", request)
-    crashed = make_env("embedded", tmp_path / "crashed", request)
+    reference = make_env(backend, tmp_path / "reference", request)
+    crashed = make_env(backend, tmp_path / "crashed", request)
     for environment in (reference, crashed):
         land_generated(environment)
         environment.land("broken.csv", "no,header\n")
