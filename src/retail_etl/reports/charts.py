@@ -29,7 +29,7 @@ PALETTE = (
 BAR = "#3b82f6"
 HIGHLIGHT = "#f59e0b"
 WIDTH = 640
-LABEL_CHARS = 28
+LABEL_CHARS = 28  # about 7 user units a character at font-size 12
 
 
 def _f(value: float) -> str:
@@ -132,7 +132,7 @@ def bar_chart(
                 _el(
                     "text",
                     {"x": label_w - 8, "y": y + 16, "text-anchor": "end", "fill": "#111827"},
-                    short(label),
+                    short(label, max(8, int(label_w / 7))),
                 ),
                 _el(
                     "rect",
