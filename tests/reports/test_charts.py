@@ -75,6 +75,10 @@ def test_column_chart() -> None:
     root = parse(charts.column_chart([("0–10", 4), ("10–20", 0), ("20–30", 2)], "hist"))
     heights = [float(r.get("height", 0)) for r in root.iter(f"{SVG}rect")]
     assert len(heights) == 3 and heights[0] == pytest.approx(2 * heights[2])
+    # counts: whole-number axis labels only, even for small counts
+    small = parse(charts.column_chart([("a", 1), ("b", 3)], "hist"))
+    labels = [t.text for t in small.iter(f"{SVG}text") if t.get("text-anchor") == "end"]
+    assert labels == ["0", "1", "2", "3"]
 
 
 @pytest.mark.parametrize(

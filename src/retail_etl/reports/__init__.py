@@ -116,7 +116,11 @@ def render_monthly(report: MonthlyReport) -> str:
     sellers = [(s, p) for s in r.stores for p in s.sellers]
     figures = {
         "trend": charts.line_chart(
-            r.trend_months, r.trend, f"Sales per store, months to {r.month}", money, width=FULL
+            [date.fromisoformat(f"{m}-01").strftime("%b %Y") for m in r.trend_months],
+            r.trend,
+            f"Sales per store, months to {r.month}",
+            money,
+            width=FULL,
         ),
         "sellers": charts.bar_chart(
             [(f"{s.label} · {p.name}", p.total) for s, p in sellers],

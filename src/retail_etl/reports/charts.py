@@ -151,10 +151,15 @@ def bar_chart(
     return _svg(width, top * 2 + row * len(items), title, *children)
 
 
-def _axis(peak: float, plot: tuple[float, float, float, float]) -> tuple[float, list[Markup]]:
-    """Horizontal grid lines and value labels; returns the axis maximum."""
+def _axis(
+    peak: float, plot: tuple[float, float, float, float], whole: bool = False
+) -> tuple[float, list[Markup]]:
+    """Horizontal grid lines and value labels (whole numbers only for counts); returns the
+    axis maximum."""
     left, top, width, height = plot
     step = nice_step(peak)
+    if whole:
+        step = float(max(1, math.ceil(step)))
     ceiling = step * max(1, math.ceil(peak / step))
     marks = []
     value = 0.0
@@ -179,13 +184,14 @@ def column_chart(
     title: str,
     fmt: Formatter = compact,
     width: float = WIDTH,
+    counts: bool = True,
 ) -> Markup:
-    """Vertical columns (a histogram, counts per bucket), labels under each column."""
+    """Vertical columns (a histogram: counts per bucket), labels under each column."""
     if not items:
         return _empty(title, width)
     height, left, top, bottom = 260.0, 44.0, 16.0, 44.0
     plot = (left, top, width - left - 12, height - top - bottom)
-    ceiling, children = _axis(max(float(v) for _l, v in items) or 1.0, plot)
+    ceiling, children = _axis(max(float(v) for _l, v in items) or 1.0, plot, whole=counts)
     slot = plot[2] / len(items)
     for index, (label, value) in enumerate(items):
         h = float(value) / ceiling * plot[3]
