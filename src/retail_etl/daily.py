@@ -1,18 +1,22 @@
 """Per-day sales aggregates, kept for the daily report.
 
-Why aggregates and not the lake: a day is finer than the marts' month grain, so the daily
-report needs something at day grain. Reading the lake for it would mean listing and
-downloading a whole `sales_month=` partition through the object store (every store, every
-day of the month) for one day's figures: on S3 that is the month's data over the network for
-each report, and the lake can briefly hold objects of a batch that is not committed yet or of
-a file that was just corrected. Instead, at publish time, the batch's valid rows (already on
-local disk, in the layout every engine leaves, see engines/base.py) are summed per source
-file and day at three small grains -- (store, sales person), customer, product -- with the
-in-process DuckDB that is always installed, whatever the engine. The sums are written in the
-same warehouse transaction as the marts and deleted with a superseded file, exactly like the
-marts' per-file partials, so the rows present are always exactly the committed, current
-files: a report never sees half a batch, works the same on every storage backend, and reads
-a few hundred rows. Cost grows with the batch, never with history.
+A day is finer than the marts' month grain, so the daily report needs day-grain figures.
+Reading the lake for them would mean listing and downloading a whole `sales_month=`
+partition through the object store (every store, every day of the month) for one day: on
+S3 that is the month's data over the network for each report. Instead, at publish time, the
+batch's valid rows (already on local disk, in the layout every engine leaves, see
+engines/base.py) are summed per source file and day at two small grains -- (store, sales
+person) and product -- with the in-process DuckDB that is always installed, whatever the
+engine. The sums are written in the same warehouse transaction as the marts and deleted with
+a superseded file, exactly like the marts' per-file partials, so the rows present are always
+exactly the committed, current files: a report never sees half a batch and reads a few
+hundred rows, on every storage backend. These grains stay small (people x products x days),
+so keeping them costs next to nothing per batch.
+
+Per-customer figures are the exception: customer x day is about as large as the sales
+themselves, so storing it would double the warehouse writes of every batch. The daily
+report reads them at report time from the lake objects of exactly the files that carry the
+day (reports/day.py): one day's data, never a month's.
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ from sqlalchemy import Connection, delete
 from retail_etl.warehouse import Warehouse
 from retail_etl.warehouse.schema import (
     DAILY_PARTIALS,
-    daily_customer_partial,
     daily_product_partial,
     daily_sales_person_partial,
 )
@@ -40,7 +43,6 @@ _SUMS = "SUM(total_cost) AS total_sales, SUM(quantity) AS items, COUNT(*) AS sal
 @dataclass(frozen=True)
 class DailyAggregates:
     sales_person: list[dict[str, Any]] = field(default_factory=list)
-    customer: list[dict[str, Any]] = field(default_factory=list)
     product: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -58,7 +60,7 @@ def compute(rows_dir: Path) -> DailyAggregates:
     try:
         con.execute(
             "CREATE TEMP VIEW v AS SELECT CAST(_ledger AS BIGINT) AS ledger_id, "
-            "CAST(store_id AS BIGINT) AS store_id, sales_date, customer_id, sales_person_id, "
+            "CAST(store_id AS BIGINT) AS store_id, sales_date, sales_person_id, "
             "product_name, total_cost, quantity "
             f"FROM read_parquet('{path}', hive_partitioning = true)"
         )
@@ -69,13 +71,12 @@ def compute(rows_dir: Path) -> DailyAggregates:
             return [dict(zip(names, r, strict=True)) for r in result.fetchall()]
 
         sales_person = rows("ledger_id, sales_date, store_id, sales_person_id")
-        customer = rows("ledger_id, sales_date, customer_id")
         product = rows("ledger_id, sales_date, product_name")
     finally:
         con.close()
     for row in product:
         row["product_key"] = product_key(row["product_name"])
-    return DailyAggregates(sales_person, customer, product)
+    return DailyAggregates(sales_person, product)
 
 
 def apply(
@@ -92,5 +93,4 @@ def apply(
         for start in range(0, len(gone), 500):
             conn.execute(delete(table).where(table.c.ledger_id.in_(gone[start : start + 500])))
     warehouse.insert_many(conn, daily_sales_person_partial, aggregates.sales_person)
-    warehouse.insert_many(conn, daily_customer_partial, aggregates.customer)
     warehouse.insert_many(conn, daily_product_partial, aggregates.product)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Env, csv_text
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from retail_etl import reports
 from retail_etl.reports import day as daily_report
@@ -149,6 +149,48 @@ def test_correction_replaces_the_days_figures(loaded: Env) -> None:
         ("Store 1", D("12.38")),
         ("Store 2", D("11.90")),
     ]
+    # customer figures come from the lake objects of the current files only
+    assert [(c.key, c.total) for c in r.customers] == [
+        (3, D("11.90")),
+        (2, D("10.00")),
+        (1, D("2.38")),
+    ]
+    assert r.customer_count == 3 and r.lake_missing == []
+
+
+def test_customer_totals_add_up_across_files(env: Env) -> None:
+    env.land("s1.csv", csv_text(row(7, 1, "Bananas 1kg", "2024-03-05", 2, "1.39", 2)))
+    env.land("s2.csv", csv_text(row(7, 2, "Bananas 1kg", "2024-03-05", 4, "1.39", 3)))
+    env.land("s3.csv", csv_text(row(8, 2, "Bananas 1kg", "2024-03-05", 4, "5.00", 1)))
+    env.run()
+    r = daily(env)
+    assert [(c.key, c.total, c.items, c.sales_rows) for c in r.customers] == [
+        (7, D("6.95"), 5, 2),
+        (8, D("5.00"), 1, 1),
+    ]
+    assert r.customer_count == 2
+    assert r.customers[0].label == customer_name(env, 7)  # the name as loaded with the sale
+
+
+def customer_name(env: Env, customer_id: int) -> str:
+    with env.warehouse.begin() as conn:
+        first, last = conn.execute(
+            select(customer.c.first_name, customer.c.last_name).where(
+                customer.c.customer_id == customer_id
+            )
+        ).one()
+    return f"{first} {last}"
+
+
+def test_missing_lake_object_is_reported_not_fatal(loaded: Env) -> None:
+    prefix = loaded.settings.storage.lake_prefix + "sales/sales_month=2024-03/store_id=2/"
+    [key] = [info.key for info in loaded.store.list(prefix)]
+    loaded.store.delete(key)
+    r = daily(loaded)
+    assert r.lake_missing == [key]
+    assert [c.key for c in r.customers] == [2, 1]  # store 2's customers are gone
+    assert r.total_sales == D("1282.58")  # the stored sums do not depend on the lake
+    assert "Incomplete: 1 lake object(s)" in reports.render_daily(r)
 
 
 def assert_self_contained(html: str) -> None:

@@ -1,8 +1,11 @@
 """The daily report's figures: sales dated D, and the loads that brought them.
 
-Sales come from the per-day sums kept at publish time (retail_etl/daily.py explains why not
-the lake). Figures are summed here in Decimal, never by the database (SQLite would sum money
-as binary floats).
+Store, sales-person and product figures come from the per-day sums kept at publish time
+(retail_etl/daily.py explains why). Customer figures (customer x day is as large as the sales
+themselves, too big to keep) are summed here with DuckDB from the lake objects of exactly
+the files that carry D, downloaded through the object store: one day's data, on any backend.
+Money is summed in Decimal or DuckDB's DECIMAL, never by the warehouse (SQLite would sum
+money as binary floats).
 
 The loads section answers "can I trust these figures?": the files that carry sales dated D,
 plus everything else the same runs did not turn into sales -- quarantined files, duplicates,
@@ -23,17 +26,18 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import duckdb
 from sqlalchemy import Connection, or_, select
 
 from retail_etl.config import Settings
+from retail_etl.errors import StorageError
 from retail_etl.publish import rejected_key
 from retail_etl.storage import ObjectStore
 from retail_etl.warehouse import Warehouse
 from retail_etl.warehouse.schema import (
-    customer,
-    daily_customer_partial,
     daily_product_partial,
     daily_sales_person_partial,
+    lake_object,
     product_staging_table,
     sales_team,
     store,
@@ -89,6 +93,7 @@ class DailyReport:
     rows_rejected: int = 0
     reasons: list[tuple[str, int]] = field(default_factory=list)
     reasons_missing: list[str] = field(default_factory=list)
+    lake_missing: list[str] = field(default_factory=list)
 
     @property
     def has_sales(self) -> bool:
@@ -144,14 +149,16 @@ def build(settings: Settings, warehouse: Warehouse, objects: ObjectStore, day: d
     report = DailyReport(day)
     with warehouse.begin() as conn:
         _sales(conn, report)
-        _loads(conn, report)
+        carrying = _loads(conn, report)
+        keys = _lake_keys(conn, carrying)
+    _customers(objects, keys, report)
     _reasons(settings, objects, report)
     return report
 
 
 def _sales(conn: Connection, report: DailyReport) -> None:
     day = report.day
-    sp, cu, pr = daily_sales_person_partial, daily_customer_partial, daily_product_partial
+    sp, pr = daily_sales_person_partial, daily_product_partial
 
     stores: dict[int, Line] = {}
     people: dict[tuple[int, int], Line] = {}
@@ -181,16 +188,6 @@ def _sales(conn: Connection, report: DailyReport) -> None:
         line.best = line.total == best[store_id]
     report.sales_people = sorted(people.values(), key=lambda p: (p.store_id, -p.total, p.key))
 
-    customers: dict[int, Line] = {}
-    for row in conn.execute(select(cu).where(cu.c.sales_date == day)):
-        _sum(customers, row.customer_id, row)
-    report.customer_count = len(customers)
-    top = sorted(customers.values(), key=lambda c: (-c.total, c.key))[:TOP]
-    names = _names(conn, customer, customer.c.customer_id, {c.key for c in top})
-    for line in top:
-        line.label = names.get(line.key, f"customer {line.key}")
-    report.customers = top
-
     products: dict[str, Line] = {}
     for row in conn.execute(select(pr).where(pr.c.sales_date == day)):
         _sum(products, row.product_key, row).label = row.product_name
@@ -206,7 +203,8 @@ def _sales(conn: Connection, report: DailyReport) -> None:
     report.trend = sorted(per_day.items())
 
 
-def _loads(conn: Connection, report: DailyReport) -> None:
+def _loads(conn: Connection, report: DailyReport) -> list[int]:
+    """The files of the report's loads; returns the ids of those that carry the day."""
     sp, t = daily_sales_person_partial, product_staging_table
     carrying = set(
         conn.execute(select(sp.c.ledger_id).where(sp.c.sales_date == report.day).distinct())
@@ -214,7 +212,7 @@ def _loads(conn: Connection, report: DailyReport) -> None:
         .all()
     )
     if not carrying:
-        return
+        return []
     runs = set(
         conn.execute(select(t.c.last_run_id).where(t.c.id.in_(sorted(carrying))).distinct())
         .scalars()
@@ -249,6 +247,60 @@ def _loads(conn: Connection, report: DailyReport) -> None:
             )
         )
     report.rows_rejected = sum(f.rows_rejected for f in report.files)
+    return sorted(carrying)
+
+
+def _lake_keys(conn: Connection, ledger_ids: list[int]) -> list[str]:
+    keys: list[str] = []
+    for start in range(0, len(ledger_ids), 500):
+        chunk = ledger_ids[start : start + 500]
+        keys += conn.execute(
+            select(lake_object.c.object_key).where(lake_object.c.ledger_id.in_(chunk))
+        ).scalars()
+    return sorted(keys)
+
+
+def _customers(objects: ObjectStore, keys: list[str], report: DailyReport) -> None:
+    """Spend per customer on the day, from the lake objects of the files that carry it."""
+    if not keys:
+        return
+    with tempfile.TemporaryDirectory(prefix="retail-etl-report-") as tmp:
+        paths = []
+        for index, key in enumerate(keys):
+            local = Path(tmp) / f"part-{index}.parquet"
+            try:
+                objects.download(key, local)
+            except StorageError:
+                report.lake_missing.append(key)  # replaced by a correction meanwhile
+                continue
+            paths.append(str(local))
+        if not paths:
+            return
+        con = duckdb.connect(config={"threads": 2})
+        try:
+            source = "read_parquet($paths, union_by_name = true)"
+            report.customer_count = con.execute(
+                f"SELECT count(DISTINCT customer_id) FROM {source} WHERE sales_date = $day",
+                {"paths": paths, "day": report.day},
+            ).fetchone()[0]  # type: ignore[index]
+            top = con.execute(
+                "SELECT customer_id, max(customer_full_name), sum(total_cost), sum(quantity), "
+                f"count(*) FROM {source} WHERE sales_date = $day GROUP BY customer_id "
+                "ORDER BY 3 DESC, 1 LIMIT $top",
+                {"paths": paths, "day": report.day, "top": TOP},
+            ).fetchall()
+        finally:
+            con.close()
+    report.customers = [
+        Line(
+            customer_id,
+            name or f"customer {customer_id}",
+            total.quantize(ZERO),
+            int(items),
+            int(lines),
+        )
+        for customer_id, name, total, items, lines in top
+    ]
 
 
 def _reasons(settings: Settings, objects: ObjectStore, report: DailyReport) -> None:

@@ -200,7 +200,8 @@ customer_coupons = Table(
 
 # --- per-file, per-day aggregates for the daily report (daily.py) ---------------------------
 # Same idea as the mart partials: written in the batch's transaction, deleted with a
-# superseded file, so the rows present are exactly the committed, current files.
+# superseded file, so the rows present are exactly the committed, current files. Small
+# grains only (sales person, product): per-customer figures are read from the lake.
 daily_sales_person_partial = Table(
     "etl_daily_sales_person_partial",
     metadata,
@@ -212,19 +213,6 @@ daily_sales_person_partial = Table(
     Column("items", BigInteger, nullable=False),
     Column("sales_rows", BigInteger, nullable=False),
     Index("ix_daily_sales_person_date", "sales_date"),
-    **_mysql,
-)
-
-daily_customer_partial = Table(
-    "etl_daily_customer_partial",
-    metadata,
-    Column("ledger_id", Integer, primary_key=True, autoincrement=False),
-    Column("sales_date", Date, primary_key=True),
-    Column("customer_id", Integer, primary_key=True, autoincrement=False),
-    Column("total_sales", MONEY, nullable=False),
-    Column("items", BigInteger, nullable=False),
-    Column("sales_rows", BigInteger, nullable=False),
-    Index("ix_daily_customer_date", "sales_date"),
     **_mysql,
 )
 
@@ -242,7 +230,7 @@ daily_product_partial = Table(
     **_mysql,
 )
 
-DAILY_PARTIALS = (daily_sales_person_partial, daily_customer_partial, daily_product_partial)
+DAILY_PARTIALS = (daily_sales_person_partial, daily_product_partial)
 
 # --- operations -------------------------------------------------------------------------------
 run_log = Table(
