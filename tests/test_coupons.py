@@ -417,6 +417,18 @@ def test_months_to_refresh_is_small(env: Env) -> None:
         }
         only_top = RulesSettings(coupons=(LOYALTY,))
         assert coupons.months_to_refresh(conn, [(11, "2024-01")], only_top) == {"2024-01"}
+        # customer 11 changing in February (no sales taken out): February, and March as
+        # the next month and the month of their welcome coupon
+        assert coupons.months_to_refresh(conn, [(11, "2024-02")], rules, False) == {
+            "2024-02",
+            "2024-03",
+        }
+        # customer 4 (February only) changing in January, sales taken out: their first
+        # month (February) is looked up, and is also the next month
+        assert coupons.months_to_refresh(conn, [(4, "2024-01")], rules, True) == {
+            "2024-01",
+            "2024-02",
+        }
 
 
 def test_export_csv_and_refresh(env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

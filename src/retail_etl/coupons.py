@@ -13,9 +13,9 @@ say which months need redoing. Only the months a batch can have changed are reco
 
 * the months whose customers_data_mart rows changed (every rule reads its own month);
 * the month after each of them (spend_drop compares with the previous month);
-* for first_month rules, the current first month of each changed customer and any month in
-  which that customer holds a first-month coupon, when not earlier than the change (late
-  or corrected sales can move a customer's first month either way).
+* for first_month rules, any later month in which a changed customer holds a first-month
+  coupon (late sales moved their first month earlier) and, when the batch corrected files,
+  each changed customer's current first month (taken-out sales can move it later).
 
 A month without any customers_data_mart row gets no coupons: its sales are not loaded yet,
 and "everyone's spend fell to 0" would be noise, not a segment.
@@ -26,9 +26,7 @@ month gives the same codes, and without the secret nobody can make a valid one.
 
 from __future__ import annotations
 
-import base64
 import csv
-import hashlib
 import hmac
 import math
 import re
@@ -36,6 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -95,12 +94,21 @@ def _label(value: date | str) -> str:
 
 
 # --- the rules, as a pure function --------------------------------------------------------------
+_CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base 32: no I, L, O, U
+_CODE_PAIRS = tuple(a + b for a in _CODE_ALPHABET for b in _CODE_ALPHABET)  # 10 bits each
+
+
+@lru_cache(maxsize=256)
+def _code_prefix(segment: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", segment).upper()[:3]
+
+
 def coupon_code(secret: bytes, customer_id: int, month: str, segment: str) -> str:
-    """Deterministic and unforgeable without the secret: SEG-XXXXXXXXXXXX."""
-    digest = hmac.new(secret, f"{customer_id}|{month}|{segment}".encode(), hashlib.sha256)
-    body = base64.b32encode(digest.digest()).decode("ascii")[:12]
-    prefix = re.sub(r"[^A-Za-z0-9]", "", segment).upper()[:3]
-    return f"{prefix}-{body}"
+    """Deterministic and unforgeable without the secret: SEG-XXXXXXXXXXXX (60 bits)."""
+    digest = hmac.digest(secret, f"{customer_id}|{month}|{segment}".encode(), "sha256")
+    number = int.from_bytes(digest[:8], "big") >> 4
+    body = "".join([_CODE_PAIRS[(number >> shift) & 1023] for shift in (50, 40, 30, 20, 10, 0)])
+    return f"{_code_prefix(segment)}-{body}"
 
 
 def _number(value: Decimal) -> str:
@@ -254,16 +262,35 @@ def compute_month(conn: Connection, month: str, rules: RulesSettings) -> list[Co
 def replace_month(
     warehouse: Warehouse, conn: Connection, month: str, rules: RulesSettings
 ) -> list[Coupon]:
+    """Make the month's rows equal to a fresh computation, writing only the differences
+    (a nightly batch changes few of a month's coupons)."""
+    t = customer_coupons
     coupons = compute_month(conn, month, rules)
-    conn.execute(delete(customer_coupons).where(customer_coupons.c.month == month))
-    warehouse.insert_many(conn, customer_coupons, [c.row() for c in coupons])
+    wanted = {c.customer_id: c.row() for c in coupons}
+    existing = {
+        r.customer_id: dict(r._mapping) for r in conn.execute(select(t).where(t.c.month == month))
+    }
+    gone = sorted(set(existing) - set(wanted))
+    for start in range(0, len(gone), _CHUNK):
+        conn.execute(
+            delete(t).where(t.c.month == month, t.c.customer_id.in_(gone[start : start + _CHUNK]))
+        )
+    changed = [row for cid, row in wanted.items() if existing.get(cid) != row]
+    warehouse.upsert(conn, t, changed)
     return coupons
 
 
 def months_to_refresh(
-    conn: Connection, customers: Iterable[tuple[int, str]], rules: RulesSettings
+    conn: Connection,
+    customers: Iterable[tuple[int, str]],
+    rules: RulesSettings,
+    rows_removed: bool = True,
 ) -> set[str]:
-    """Every month whose coupons can differ after these (customer, month) mart rows changed."""
+    """Every month whose coupons can differ after these (customer, month) mart rows changed.
+
+    rows_removed: whether mart rows can have disappeared (only a correction takes sales
+    out); without that, a customer's first month can only move earlier, into a changed month.
+    """
     changed: dict[int, str] = {}  # customer -> earliest month changed
     months: set[str] = set()
     for customer_id, month in customers:
@@ -274,35 +301,44 @@ def months_to_refresh(
     if any(isinstance(r, SpendDropRule) for r in rules.coupons):
         months |= {shift_month(m, 1) for m in months}
     first_segments = [r.segment for r in rules.coupons if isinstance(r, FirstMonthRule)]
-    if first_segments:
-        mart, table = customers_data_mart, customer_coupons
+    if not first_segments:
+        return months
+    # A first month that moved earlier: the customer's first-month coupon, if any, is now
+    # wrong (if another rule won that month, losing "first month" changes nothing there).
+    t = customer_coupons
+    held = conn.execute(
+        select(t.c.customer_id, t.c.month).where(
+            t.c.segment.in_(first_segments), t.c.month > min(changed.values())
+        )
+    )
+    for customer_id, month in held:
+        if customer_id in changed and month > changed[customer_id]:
+            months.add(month)
+    if rows_removed:
+        # A first month that moved later: the new first month may earn a coupon.
+        mart = customers_data_mart
         ids = sorted(changed)
         for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
             firsts = conn.execute(
                 select(mart.c.customer_id, func.min(mart.c.sales_date_month))
-                .where(mart.c.customer_id.in_(chunk))
+                .where(mart.c.customer_id.in_(ids[start : start + _CHUNK]))
                 .group_by(mart.c.customer_id)
             )
             for customer_id, first in firsts:
-                if first is not None and _label(first) >= changed[customer_id]:
+                if first is not None and _label(first) > changed[customer_id]:
                     months.add(_label(first))
-            held = conn.execute(
-                select(table.c.customer_id, table.c.month).where(
-                    table.c.customer_id.in_(chunk), table.c.segment.in_(first_segments)
-                )
-            )
-            for customer_id, month in held:
-                if month >= changed[customer_id]:
-                    months.add(month)
     return months
 
 
 def refresh(
-    warehouse: Warehouse, conn: Connection, changes: MartChanges, rules: RulesSettings
+    warehouse: Warehouse,
+    conn: Connection,
+    changes: MartChanges,
+    rules: RulesSettings,
+    rows_removed: bool = True,
 ) -> set[str]:
     """Inside the marts' transaction: recompute the months this batch can have changed."""
-    months = months_to_refresh(conn, changes.customers, rules)
+    months = months_to_refresh(conn, changes.customers, rules, rows_removed)
     for month in sorted(months):
         replace_month(warehouse, conn, month, rules)
     return months

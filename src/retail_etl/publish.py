@@ -168,7 +168,13 @@ def commit_batch(
             incentive_rate,
         )
         daily.apply(warehouse, conn, per_day, superseded, [item.ledger_id for item in batch])
-        coupons.refresh(warehouse, conn, changes, rules if rules is not None else RulesSettings())
+        coupons.refresh(
+            warehouse,
+            conn,
+            changes,
+            rules if rules is not None else RulesSettings(),
+            rows_removed=bool(superseded),
+        )
         for new_id, old_id in corrections.items():
             ledger.supersede(conn, old_id, new_id)
         for item in batch:
