@@ -237,6 +237,19 @@ def test_duplicate_segments_are_rejected(tmp_path: Path) -> None:
         load_settings(path)
 
 
+def test_coupon_secret_may_be_encrypted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from retail_etl import secrets
+
+    key = secrets.generate_key()
+    monkeypatch.setenv(secrets.KEY_ENV, key)
+    token = secrets.encrypt("s3cret", secrets.parse_key(key, "test"))
+    path = tmp_path / "retail-etl.toml"
+    path.write_text(f"[rules]\ncoupon_secret = '{token}'\n", encoding="utf-8")
+    rules = load_settings(path).rules
+    assert coupons.secret_of(rules) == b"s3cret"
+    assert "s3cret" not in repr(rules)
+
+
 def test_rules_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RETAIL_ETL_RULES__COUPONS", "[]")
     assert load_settings().rules.coupons == ()
