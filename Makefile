@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test check lint services clean bench
+.PHONY: install demo test check lint services browser clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,8 @@ demo: install
 	rm -rf demo && mkdir -p demo
 	cd demo && ../$(VENV)/bin/retail-etl demo
 
-## Every test, against the real services (starts MariaDB when needed)
-test: install services
+## Every test, against the real services (starts MariaDB when needed, installs Chromium)
+test: install services browser
 	$(PY) -m pytest -q
 
 ## Throughput and memory of every variant on the same files (GB=2 by default, up to 15)
@@ -30,6 +30,9 @@ bench: install
 
 services:
 	bash scripts/ensure-services.sh
+
+browser:
+	bash scripts/ensure-chromium.sh
 
 lint: install
 	$(VENV)/bin/ruff check src tests

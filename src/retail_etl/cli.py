@@ -276,6 +276,64 @@ def status(
     out.print(files)
 
 
+def _month(value: str, option: str = "--month") -> str:
+    import re
+
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value):
+        raise typer.BadParameter(f"{option} must be YYYY-MM, got {value!r}")
+    return value
+
+
+@app.command()
+def report(
+    out_path: Annotated[Path, typer.Option("--out", help="HTML file to write")],
+    month: Annotated[str | None, typer.Option(help="Monthly report, YYYY-MM")] = None,
+    date_: Annotated[str | None, typer.Option("--date", help="Daily report, YYYY-MM-DD")] = None,
+) -> None:
+    """Write a self-contained HTML report with charts: --month or --date."""
+    from retail_etl import reports
+
+    if (month is None) == (date_ is None):
+        raise typer.BadParameter("give exactly one of --month YYYY-MM or --date YYYY-MM-DD")
+    settings = _settings()
+    if month is not None:
+        html = reports.monthly_html(settings, _month(month))
+    else:
+        try:
+            day = date.fromisoformat(date_ or "")
+        except ValueError:
+            raise typer.BadParameter(f"--date must be YYYY-MM-DD, got {date_!r}") from None
+        html = reports.daily_html(settings, day)
+    out.print(str(reports.write(html, out_path)), soft_wrap=True, markup=False, highlight=False)
+
+
+@app.command()
+def coupons(
+    month: Annotated[str, typer.Option(help="The month whose spending earned them, YYYY-MM")],
+    out_path: Annotated[Path, typer.Option("--out", help="CSV file to write")],
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Recompute the month with the current rules first")
+    ] = False,
+) -> None:
+    """Export a month's coupons as CSV for a marketing tool."""
+    from retail_etl import coupons as coupon_list
+    from retail_etl.warehouse import Warehouse
+
+    month = _month(month)
+    settings = _settings()
+    warehouse = Warehouse(settings.warehouse)
+    try:
+        warehouse.create_all()
+        if refresh:
+            with warehouse.begin() as conn:
+                coupon_list.replace_month(warehouse, conn, month, settings.rules)
+        count = coupon_list.export_csv(warehouse, month, out_path)
+    finally:
+        warehouse.dispose()
+    console.print(f"{count} coupons for {month}")
+    out.print(str(out_path.resolve()), soft_wrap=True, markup=False, highlight=False)
+
+
 @app.command()
 def demo(
     days: Annotated[int, typer.Option(min=1, help="Days of sales to generate")] = 7,
@@ -341,10 +399,14 @@ def main() -> None:
     except Exception as exc:  # click usage errors and the unexpected
         import click
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
+        # Typer >= 0.2x raises its own (vendored) click exceptions: match them by behaviour.
+        if isinstance(exc, click.exceptions.ClickException) or (
+            callable(getattr(exc, "show", None))
+            and isinstance(getattr(exc, "exit_code", None), int)
+        ):
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+        if isinstance(exc, click.exceptions.Exit | typer.Exit):
             sys.exit(exc.exit_code)
         if state.debug:
             raise

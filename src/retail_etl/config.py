@@ -133,10 +133,85 @@ class EngineSettings(_Section):
     work_dir: Path = Field(Path("./data/work"), description="Local scratch folder")
 
 
+_SEGMENT = r"^[a-z][a-z0-9_-]{0,31}$"
+
+
+class _CouponRule(_Section):
+    """What every coupon rule has. A customer gets at most one coupon per month: the first
+    rule in `[[rules.coupons]]` order that matches them."""
+
+    segment: str = Field(
+        pattern=_SEGMENT, description="Segment name: the coupon's `segment` and code prefix"
+    )
+    discount_pct: Decimal = Field(
+        gt=0, le=100, max_digits=5, decimal_places=2, description="Discount in percent"
+    )
+
+
+class TopSpendersRule(_CouponRule):
+    """The month's top spenders: everyone whose spend is at least the k-th highest, with
+    k = ceil(share x number of customers who spent more than 0). Ties at the boundary all
+    qualify; a month with a single spender gives that customer the coupon."""
+
+    kind: Literal["top_spenders"] = "top_spenders"
+    share: Decimal = Field(Decimal("0.10"), gt=0, le=1, description="Share of the spenders")
+    min_spend: Decimal = Field(Decimal("0"), ge=0, description="...who spent at least this")
+
+
+class SpendDropRule(_CouponRule):
+    """Spend fell against the previous calendar month: previous > 0 and
+    this month <= previous x (1 - drop_share). No purchase this month counts as 0."""
+
+    kind: Literal["spend_drop"] = "spend_drop"
+    drop_share: Decimal = Field(
+        Decimal("0.5"), gt=0, le=1, description="Fall, as a share of the previous month"
+    )
+    min_previous_spend: Decimal = Field(
+        Decimal("0"), ge=0, description="...of customers who spent at least this the month before"
+    )
+
+
+class FirstMonthRule(_CouponRule):
+    """The customer's first month with a purchase (no customers_data_mart row before it)."""
+
+    kind: Literal["first_month"] = "first_month"
+    min_spend: Decimal = Field(Decimal("0"), ge=0, description="...who spent at least this")
+
+
+CouponRule = Annotated[
+    TopSpendersRule | SpendDropRule | FirstMonthRule, Field(discriminator="kind")
+]
+
+DEFAULT_COUPON_RULES: tuple[CouponRule, ...] = (
+    TopSpendersRule(segment="loyalty", discount_pct=Decimal("10"), share=Decimal("0.10")),
+    SpendDropRule(segment="win-back", discount_pct=Decimal("15"), drop_share=Decimal("0.5")),
+    FirstMonthRule(segment="welcome", discount_pct=Decimal("5")),
+)
+
+
 class RulesSettings(_Section):
     incentive_rate: Decimal = Field(
         Decimal("0.01"), ge=0, le=1, description="Share of a top seller's monthly total"
     )
+    coupons: tuple[CouponRule, ...] = Field(
+        DEFAULT_COUPON_RULES,
+        description="Coupon rules, in priority order ([[rules.coupons]] tables; [] for none)",
+    )
+    coupon_secret: Secret = Field(
+        None,
+        description="Key of the HMAC that makes coupon codes (plain or enc:); set it in "
+        "production so codes cannot be forged from a customer id",
+    )
+
+    @field_validator("coupons")
+    @classmethod
+    def _segments_unique(cls, rules: tuple[CouponRule, ...]) -> tuple[CouponRule, ...]:
+        seen: set[str] = set()
+        for rule in rules:
+            if rule.segment in seen:
+                raise ValueError(f"coupon segment {rule.segment!r} is defined twice")
+            seen.add(rule.segment)
+        return rules
 
 
 class SecretsSettings(_Section):

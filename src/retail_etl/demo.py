@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from pathlib import Path
 
 from rich.console import Console
 
@@ -45,10 +46,21 @@ def run_demo(settings: Settings, days: int, rows: int, out: Console) -> None:
         seed=8,
         drop_columns=("sales_person_id",),
     )
+    # The same week of the three months before, so the monthly report has a trend to show.
+    month = start.replace(day=1)
+    for _ in range(3):
+        month = (month - timedelta(days=1)).replace(day=1)
+        generate(store, warehouse, landing, month, min(days, 7), rows, 4, seed=month.toordinal())
     from retail_etl.cli import _run, _show_summary
 
     summary = _run(settings, None, as_json=False)
     _show_summary(summary)
+    from retail_etl import reports
+
+    report_month = (start + timedelta(days=days - 1)).strftime("%Y-%m")
+    report = reports.write(
+        reports.monthly_html(settings, report_month), Path(f"report-{report_month}.html")
+    )
     bucket = settings.storage.url
     out.print("\n[bold]Where things are[/bold]")
     out.print(f"  warehouse (marts, ledger, run log): {warehouse.display_url}")
@@ -56,3 +68,4 @@ def run_demo(settings: Settings, days: int, rows: int, out: Console) -> None:
     out.print(f"  archived sources:   {bucket}/{settings.storage.archive_prefix}")
     out.print(f"  quarantine:         {bucket}/{settings.storage.error_prefix}")
     out.print(f"  logs:               {settings.log.dir}/retail-etl.jsonl")
+    out.print(f"  monthly report:     {report}", soft_wrap=True, markup=False, highlight=False)

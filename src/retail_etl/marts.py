@@ -34,6 +34,8 @@ class MartChanges:
     customer_rows: int
     sales_team_rows: int
     months: frozenset[str]  # 'YYYY-MM' whose snapshots must be rewritten
+    # (customer_id, 'YYYY-MM') of every customers_data_mart row added, changed or removed
+    customers: frozenset[tuple[int, str]] = frozenset()
 
 
 def incentive(total: Decimal, rate: Decimal) -> Decimal:
@@ -227,11 +229,13 @@ def apply(
     _merge(warehouse, conn, sales_team_data_mart, team_keys, ("full_name",), team_deltas, now)
     _rerank(conn, {(k[0], k[2]) for k in team_deltas}, incentive_rate)
 
-    months = {
-        k[1].strftime("%Y-%m") if isinstance(k[1], date) else str(k[1])[:7] for k in customer_deltas
-    }
+    customers = frozenset(
+        (int(k[0]), k[1].strftime("%Y-%m") if isinstance(k[1], date) else str(k[1])[:7])
+        for k in customer_deltas
+    )
+    months = {month for _customer, month in customers}
     months |= {k[2] for k in team_deltas}
-    return MartChanges(len(customer_deltas), len(team_deltas), frozenset(months))
+    return MartChanges(len(customer_deltas), len(team_deltas), frozenset(months), customers)
 
 
 def _rerank(conn: Connection, store_months: set[tuple[int, str]], rate: Decimal) -> None:

@@ -305,6 +305,7 @@ def _process(
             triage.corrections,
             archive_keys,
             settings.rules.incentive_rate,
+            settings.rules,
         )
         checkpoint("marts_committed")
 

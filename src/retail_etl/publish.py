@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import delete, select
 
-from retail_etl import ledger, marts
+from retail_etl import coupons, daily, ledger, marts
+from retail_etl.config import RulesSettings
 from retail_etl.engines import MANDATORY_COLUMNS, BatchFile, EngineResult
 from retail_etl.storage import ObjectStore
 from retail_etl.warehouse import Warehouse
@@ -146,13 +147,15 @@ def commit_batch(
     corrections: dict[int, int],
     archive_keys: dict[int, str],
     incentive_rate: Decimal,
+    rules: RulesSettings | None = None,
 ) -> marts.MartChanges:
-    """One transaction: marts updated and every file of the batch marked done (pending its
-    move to the archive). Before it commits nothing of the batch is in the marts; after it,
-    all of it is."""
+    """One transaction: marts (with the per-day sums and the coupons derived from them)
+    updated and every file of the batch marked done (pending its move to the archive).
+    Before it commits nothing of the batch is in the marts; after it, all of it is."""
     months_by_file: dict[int, set[str]] = {item.ledger_id: set() for item in batch}
     for row in result.customer_contributions.select(["ledger_id", "sales_date_month"]).to_pylist():
         months_by_file[int(row["ledger_id"])].add(row["sales_date_month"].strftime("%Y-%m"))
+    per_day = daily.compute(result.rows_dir)
     with warehouse.begin() as conn:
         superseded = list(corrections.values())
         old_months = ledger.affected_months(conn, superseded)
@@ -163,6 +166,14 @@ def commit_batch(
             result.sales_team_contributions,
             superseded,
             incentive_rate,
+        )
+        daily.apply(warehouse, conn, per_day, superseded, [item.ledger_id for item in batch])
+        coupons.refresh(
+            warehouse,
+            conn,
+            changes,
+            rules if rules is not None else RulesSettings(),
+            rows_removed=bool(superseded),
         )
         for new_id, old_id in corrections.items():
             ledger.supersede(conn, old_id, new_id)
@@ -185,7 +196,10 @@ def commit_batch(
                 message=f"correction of file id {old_id}" if old_id else None,
             )
     return marts.MartChanges(
-        changes.customer_rows, changes.sales_team_rows, changes.months | frozenset(old_months)
+        changes.customer_rows,
+        changes.sales_team_rows,
+        changes.months | frozenset(old_months),
+        changes.customers,
     )
 
 

@@ -181,6 +181,57 @@ sales_team_data_mart = Table(
     **_mysql,
 )
 
+# --- coupons: computed with the marts from [rules] coupon rules (coupons.py) ------------------
+# At most one coupon per customer and month ('YYYY-MM': the month whose spending earned it).
+customer_coupons = Table(
+    "customer_coupons",
+    metadata,
+    Column("month", CHAR(7), primary_key=True),
+    Column("customer_id", Integer, primary_key=True, autoincrement=False),
+    Column("segment", String(32), nullable=False),
+    Column("discount_pct", Numeric(5, 2, asdecimal=True), nullable=False),
+    Column("reason", String(255), nullable=False),
+    Column("code", String(32), nullable=False),
+    Column("total_sales", MONEY, nullable=False),  # the customer's spend in that month
+    Index("ix_customer_coupons_customer", "customer_id", "month"),
+    Index("ix_customer_coupons_code", "code"),
+    **_mysql,
+)
+
+# --- per-file, per-day aggregates for the daily report (daily.py) ---------------------------
+# Same idea as the mart partials: written in the batch's transaction, deleted with a
+# superseded file, so the rows present are exactly the committed, current files. Small
+# grains only (sales person, product): per-customer figures are read from the lake.
+daily_sales_person_partial = Table(
+    "etl_daily_sales_person_partial",
+    metadata,
+    Column("ledger_id", Integer, primary_key=True, autoincrement=False),
+    Column("sales_date", Date, primary_key=True),
+    Column("store_id", Integer, primary_key=True, autoincrement=False),
+    Column("sales_person_id", Integer, primary_key=True, autoincrement=False),
+    Column("total_sales", MONEY, nullable=False),
+    Column("items", BigInteger, nullable=False),
+    Column("sales_rows", BigInteger, nullable=False),
+    Index("ix_daily_sales_person_date", "sales_date"),
+    **_mysql,
+)
+
+daily_product_partial = Table(
+    "etl_daily_product_partial",
+    metadata,
+    Column("ledger_id", Integer, primary_key=True, autoincrement=False),
+    Column("sales_date", Date, primary_key=True),
+    Column("product_key", CHAR(64), primary_key=True),  # sha256 of product_name: any length
+    Column("product_name", Text, nullable=False),
+    Column("total_sales", MONEY, nullable=False),
+    Column("items", BigInteger, nullable=False),
+    Column("sales_rows", BigInteger, nullable=False),
+    Index("ix_daily_product_date", "sales_date"),
+    **_mysql,
+)
+
+DAILY_PARTIALS = (daily_sales_person_partial, daily_product_partial)
+
 # --- operations -------------------------------------------------------------------------------
 run_log = Table(
     "etl_run_log",
