@@ -39,7 +39,7 @@ def run_demo(settings: Settings, days: int, rows: int, out: Console) -> None:
         store,
         warehouse,
         landing,
-        start + timedelta(days=days),
+        start + timedelta(days=days + 1),
         1,
         rows,
         1,
