@@ -1,27 +1,44 @@
 """Merge per-file contributions into the marts, inside the caller's transaction.
 
 The engines compute each file's contribution with the shared SQL (sql/*_data_mart.sql). Here
-those contributions are stored per file (so a correction can take them back out) and added to
-the mart rows they touch, in exact Decimal arithmetic; nothing re-reads earlier files. The
-incentive rule is applied to every store and month whose totals changed.
+those contributions are stored per file (so a correction can take them back out) and added,
+set-based in SQL, to the mart rows they touch: the cost follows the batch, never the history.
+Money is summed as integer cents (exact on every dialect; SQLite has no decimal type) and
+total_sales derived from it. The incentive rule is applied to every store and month whose
+totals changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import Connection, Table, delete, select, tuple_, update
+import pyarrow.compute as pc
+from sqlalchemy import (
+    Connection,
+    Table,
+    delete,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.schema import CreateTable
 
 from retail_etl.warehouse import Warehouse
 from retail_etl.warehouse.schema import (
+    customer_delta,
     customer_sales_partial,
     customers_data_mart,
     sales_team_data_mart,
+    sales_team_delta,
     sales_team_partial,
 )
 
@@ -36,6 +53,33 @@ class MartChanges:
     months: frozenset[str]  # 'YYYY-MM' whose snapshots must be rewritten
     # (customer_id, 'YYYY-MM') of every customers_data_mart row added, changed or removed
     customers: frozenset[tuple[int, str]] = frozenset()
+
+
+@dataclass(frozen=True)
+class _Mart:
+    """How one mart is merged: its table, per-file partials, scratch deltas and columns."""
+
+    table: Table
+    partial: Table
+    delta: Table
+    keys: tuple[str, ...]
+    attributes: tuple[str, ...]  # taken from the newest contribution (names, addresses)
+
+
+CUSTOMERS = _Mart(
+    customers_data_mart,
+    customer_sales_partial,
+    customer_delta,
+    ("customer_id", "sales_date_month"),
+    ("full_name", "address", "phone_number"),
+)
+SALES_TEAM = _Mart(
+    sales_team_data_mart,
+    sales_team_partial,
+    sales_team_delta,
+    ("store_id", "sales_person_id", "sales_month"),
+    ("full_name",),
+)
 
 
 def incentive(total: Decimal, rate: Decimal) -> Decimal:
@@ -58,84 +102,84 @@ def top_seller_incentives(
     }
 
 
-def _select_in(conn: Connection, table: Table, columns: Sequence[str], keys: Sequence[tuple]):  # type: ignore[no-untyped-def,type-arg]
-    cols = [table.c[name] for name in columns]
-    for start in range(0, len(keys), KEY_CHUNK):
-        chunk = keys[start : start + KEY_CHUNK]
-        yield from conn.execute(select(table).where(tuple_(*cols).in_(chunk)))
+def _with_cents(contributions: pa.Table, mart: _Mart) -> pa.Table:
+    cents = pc.cast(
+        pc.multiply(contributions["total_sales"], pa.scalar(Decimal(100), pa.decimal128(3, 0))),
+        pa.int64(),
+    )
+    columns = ["ledger_id", *mart.keys, *mart.attributes, "sales_rows"]
+    return contributions.select(columns).append_column("total_cents", cents)
 
 
-def _delete_in(
-    conn: Connection, table: Table, columns: Sequence[str], keys: Sequence[tuple]
-) -> None:  # type: ignore[type-arg]
-    cols = [table.c[name] for name in columns]
-    for start in range(0, len(keys), KEY_CHUNK):
-        conn.execute(delete(table).where(tuple_(*cols).in_(keys[start : start + KEY_CHUNK])))
-
-
-class _Delta:
-    __slots__ = ("total", "rows", "attrs")
-
-    def __init__(self) -> None:
-        self.total = Decimal("0.00")
-        self.rows = 0
-        self.attrs: dict[str, Any] | None = None
-
-
-def _accumulate(
-    deltas: dict[tuple, _Delta],
-    rows: Iterable[dict[str, Any]],
-    key_cols: Sequence[str],
-    attr_cols: Sequence[str],
-    sign: int,  # type: ignore[type-arg]
+def _stage_deltas(
+    warehouse: Warehouse,
+    conn: Connection,
+    mart: _Mart,
+    new_rows: list[dict[str, Any]],
+    superseded: Sequence[int],
 ) -> None:
-    for row in rows:
-        key = tuple(row[c] for c in key_cols)
-        delta = deltas.get(key)
-        if delta is None:
-            delta = deltas[key] = _Delta()
-        delta.total += sign * row["total_sales"]
-        delta.rows += sign * row["sales_rows"]
-        if sign > 0:
-            delta.attrs = {c: row[c] for c in attr_cols}
+    """Scratch table := this batch's contributions, plus the superseded files' negated; the
+    partials table gains the former and loses the latter."""
+    conn.execute(CreateTable(mart.delta, if_not_exists=True))
+    conn.execute(delete(mart.delta))
+    warehouse.insert_arrow(conn, mart.delta, new_rows)
+    amounts = ["ledger_id", *mart.keys, "total_cents", "sales_rows"]
+    conn.execute(
+        insert(mart.partial).from_select(amounts, select(*(mart.delta.c[c] for c in amounts)))
+    )
+    if superseded:
+        old = mart.partial.c
+        conn.execute(
+            insert(mart.delta).from_select(
+                amounts,
+                select(
+                    old.ledger_id, *(old[k] for k in mart.keys), -old.total_cents, -old.sales_rows
+                ).where(old.ledger_id.in_(superseded)),
+            )
+        )
+        conn.execute(delete(mart.partial).where(old.ledger_id.in_(superseded)))
 
 
 def _merge(
-    warehouse: Warehouse,
-    conn: Connection,
-    mart: Table,
-    key_cols: Sequence[str],
-    attr_cols: Sequence[str],
-    deltas: dict[tuple, _Delta],  # type: ignore[type-arg]
-    now: datetime,
-) -> dict[tuple, dict[str, Any]]:  # type: ignore[type-arg]
-    """Add deltas to mart rows; rows left with no sales are removed. Returns the new rows."""
-    keys = list(deltas)
-    existing = {
-        tuple(r._mapping[c] for c in key_cols): r._mapping
-        for r in _select_in(conn, mart, key_cols, keys)
+    warehouse: Warehouse, conn: Connection, mart: _Mart, now: datetime, shrinks: bool
+) -> None:
+    """mart += sum of the scratch deltas per key, in one INSERT ... SELECT upsert."""
+    d, t = mart.delta.c, mart.table.c
+    cents = func.sum(d.total_cents)
+    columns: dict[str, Any] = {k: d[k] for k in mart.keys}
+    columns |= {a: func.max(d[a]) for a in mart.attributes}
+    columns |= {
+        "total_sales": cents / literal_column("100.0"),
+        "total_cents": cents,
+        "sales_rows": func.sum(d.sales_rows),
+        "updated_at": literal(now, t.updated_at.type),
     }
-    upserts: dict[tuple, dict[str, Any]] = {}  # type: ignore[type-arg]
-    removed = []
-    for key, delta in deltas.items():
-        old = existing.get(key)
-        total = (old["total_sales"] if old else Decimal("0.00")) + delta.total
-        rows = (old["sales_rows"] if old else 0) + delta.rows
-        if rows <= 0:
-            if old is not None:
-                removed.append(key)
-            continue
-        attrs = delta.attrs or ({c: old[c] for c in attr_cols} if old else {})
-        record = dict(zip(key_cols, key, strict=True))
-        record.update(attrs)
-        record.update(total_sales=total.quantize(CENT), sales_rows=rows, updated_at=now)
-        upserts[key] = record
-    _delete_in(conn, mart, key_cols, removed)
-    if mart is sales_team_data_mart:
-        for record in upserts.values():
-            record.setdefault("incentive", Decimal("0.00"))
-    warehouse.upsert(conn, mart, list(upserts.values()))
-    return upserts
+    if mart is SALES_TEAM:
+        columns["incentive"] = literal(Decimal("0.00"), t.incentive.type)  # re-ranked below
+    source = select(*(expr.label(name) for name, expr in columns.items())).group_by(
+        *(d[k] for k in mart.keys)
+    )
+    t_cents, t_rows = t.total_cents, t.sales_rows
+
+    def assignments(incoming: Any) -> list[tuple[str, Any]]:
+        # total_sales first: MySQL applies these in order, and it reads the old total_cents
+        pairs = [
+            ("total_sales", (t_cents + incoming("total_cents")) / literal_column("100.0")),
+            ("total_cents", t_cents + incoming("total_cents")),
+            ("sales_rows", t_rows + incoming("sales_rows")),
+            ("updated_at", incoming("updated_at")),
+        ]
+        pairs += [(a, func.coalesce(incoming(a), t[a])) for a in mart.attributes]
+        return pairs
+
+    warehouse.upsert_from_select(conn, mart.table, list(columns), source, assignments)
+    if shrinks:  # a correction can empty a row: it then no longer exists
+        keys = tuple_(*(t[k] for k in mart.keys))
+        conn.execute(
+            delete(mart.table).where(
+                t.sales_rows <= 0, keys.in_(select(*(d[k] for k in mart.keys)).distinct())
+            )
+        )
 
 
 def apply(
@@ -148,94 +192,33 @@ def apply(
 ) -> MartChanges:
     """Take superseded files' contributions out, put the new ones in, re-rank the incentive."""
     now = datetime.now().replace(microsecond=0)
-    customer_keys = ("customer_id", "sales_date_month")
-    team_keys = ("store_id", "sales_person_id", "sales_month")
-    customer_deltas: dict[tuple, _Delta] = {}  # type: ignore[type-arg]
-    team_deltas: dict[tuple, _Delta] = {}  # type: ignore[type-arg]
+    for mart, contributions in (
+        (CUSTOMERS, customer_contributions),
+        (SALES_TEAM, sales_team_contributions),
+    ):
+        _stage_deltas(warehouse, conn, mart, _with_cents(contributions, mart), superseded)
+        _merge(warehouse, conn, mart, now, shrinks=bool(superseded))
 
-    if superseded:
-        old_c = [
-            dict(r._mapping)
-            for r in conn.execute(
-                select(customer_sales_partial).where(
-                    customer_sales_partial.c.ledger_id.in_(superseded)
-                )
-            )
-        ]
-        old_t = [
-            dict(r._mapping)
-            for r in conn.execute(
-                select(sales_team_partial).where(sales_team_partial.c.ledger_id.in_(superseded))
-            )
-        ]
-        _accumulate(customer_deltas, old_c, customer_keys, (), -1)
-        _accumulate(team_deltas, old_t, team_keys, (), -1)
-        conn.execute(
-            delete(customer_sales_partial).where(customer_sales_partial.c.ledger_id.in_(superseded))
-        )
-        conn.execute(
-            delete(sales_team_partial).where(sales_team_partial.c.ledger_id.in_(superseded))
-        )
-
-    new_c = customer_contributions.to_pylist()
-    new_t = sales_team_contributions.to_pylist()
-    warehouse.insert_many(
-        conn,
-        customer_sales_partial,
-        [
-            {
-                c: r[c]
-                for c in (
-                    "ledger_id",
-                    "customer_id",
-                    "sales_date_month",
-                    "total_sales",
-                    "sales_rows",
-                )
-            }
-            for r in new_c
-        ],
-    )
-    warehouse.insert_many(
-        conn,
-        sales_team_partial,
-        [
-            {
-                c: r[c]
-                for c in (
-                    "ledger_id",
-                    "store_id",
-                    "sales_person_id",
-                    "sales_month",
-                    "total_sales",
-                    "sales_rows",
-                )
-            }
-            for r in new_t
-        ],
-    )
-    _accumulate(customer_deltas, new_c, customer_keys, ("full_name", "address", "phone_number"), 1)
-    _accumulate(team_deltas, new_t, team_keys, ("full_name",), 1)
-
-    _merge(
-        warehouse,
-        conn,
-        customers_data_mart,
-        customer_keys,
-        ("full_name", "address", "phone_number"),
-        customer_deltas,
-        now,
-    )
-    _merge(warehouse, conn, sales_team_data_mart, team_keys, ("full_name",), team_deltas, now)
-    _rerank(conn, {(k[0], k[2]) for k in team_deltas}, incentive_rate)
-
+    d = customer_delta.c
+    labels: dict[Any, str] = {}  # few distinct months: label each once
     customers = frozenset(
-        (int(k[0]), k[1].strftime("%Y-%m") if isinstance(k[1], date) else str(k[1])[:7])
-        for k in customer_deltas
+        (cid, labels.get(month) or labels.setdefault(month, _month_label(month)))
+        for cid, month in conn.execute(select(d.customer_id, d.sales_date_month).distinct())
     )
-    months = {month for _customer, month in customers}
-    months |= {k[2] for k in team_deltas}
-    return MartChanges(len(customer_deltas), len(team_deltas), frozenset(months), customers)
+    t = sales_team_delta.c
+    store_months = {(s, m) for s, m in conn.execute(select(t.store_id, t.sales_month).distinct())}
+    team_rows = conn.execute(
+        select(func.count()).select_from(
+            select(t.store_id, t.sales_person_id, t.sales_month).distinct().subquery()
+        )
+    ).scalar_one()
+    _rerank(conn, store_months, incentive_rate)
+    months = {month for _customer, month in customers} | {m for _s, m in store_months}
+    return MartChanges(len(customers), team_rows, frozenset(months), customers)
+
+
+def _month_label(value: date | str) -> str:
+    return value.strftime("%Y-%m") if isinstance(value, date) else str(value)[:7]
 
 
 def _rerank(conn: Connection, store_months: set[tuple[int, str]], rate: Decimal) -> None:
@@ -244,10 +227,15 @@ def _rerank(conn: Connection, store_months: set[tuple[int, str]], rate: Decimal)
     mart = sales_team_data_mart
     totals: dict[tuple[int, int, str], Decimal] = {}
     current: dict[tuple[int, int, str], Decimal] = {}
-    for r in _select_in(conn, mart, ("store_id", "sales_month"), sorted(store_months)):
-        key = (r.store_id, r.sales_person_id, r.sales_month)
-        totals[key] = r.total_sales
-        current[key] = r.incentive
+    keys = sorted(store_months)
+    for start in range(0, len(keys), KEY_CHUNK):
+        chunk = keys[start : start + KEY_CHUNK]
+        for r in conn.execute(
+            select(mart).where(tuple_(mart.c.store_id, mart.c.sales_month).in_(chunk))
+        ):
+            key = (r.store_id, r.sales_person_id, r.sales_month)
+            totals[key] = Decimal(r.total_cents) / 100
+            current[key] = r.incentive
     for key, value in top_seller_incentives(totals, rate).items():
         if current[key] != value:
             conn.execute(

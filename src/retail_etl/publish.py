@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import delete, select
 
@@ -21,7 +20,7 @@ from retail_etl import coupons, daily, ledger, marts
 from retail_etl.config import RulesSettings
 from retail_etl.engines import MANDATORY_COLUMNS, BatchFile, EngineResult
 from retail_etl.storage import ObjectStore
-from retail_etl.warehouse import Warehouse
+from retail_etl.warehouse import Warehouse, select_arrow
 from retail_etl.warehouse.schema import customers_data_mart, lake_object, sales_team_data_mart
 
 _PARTITION = re.compile(r"kind=valid/sales_month=([^/]+)/store_id=([^/]+)/_ledger=(\d+)/")
@@ -229,22 +228,11 @@ def write_snapshots(
         )
         for table, where, key in targets:
             with warehouse.begin() as conn:
-                rows = [dict(r._mapping) for r in conn.execute(select(table).where(where))]
-            if not rows:
+                rows = select_arrow(conn, select(table).where(where))
+            if rows.num_rows == 0:
                 store.delete(key)
                 continue
             buffer = io.BytesIO()
-            pq.write_table(pa.Table.from_pylist(rows, schema=_arrow_schema(table)), buffer)
+            pq.write_table(rows, buffer)
             store.put_bytes(key, buffer.getvalue())
         advance(1)
-
-
-def _arrow_schema(table) -> pa.Schema:  # type: ignore[no-untyped-def]
-    from retail_etl.warehouse import _arrow_type
-
-    return pa.schema(
-        [
-            (c.name, _arrow_type(c)) if c.name != "updated_at" else (c.name, pa.timestamp("s"))
-            for c in table.columns
-        ]
-    )

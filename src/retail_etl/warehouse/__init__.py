@@ -8,9 +8,10 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,14 @@ import pyarrow as pa
 from sqlalchemy import (
     Connection,
     Engine,
+    Select,
     Table,
     create_engine,
     delete,
     event,
     insert,
     select,
+    true,
     update,
 )
 from sqlalchemy.engine import make_url
@@ -158,20 +161,56 @@ class Warehouse:
                 )
             conn.execute(stmt, list(chunk))
 
+    def upsert_from_select(
+        self,
+        conn: Connection,
+        table: Table,
+        columns: Sequence[str],
+        source: Select[Any],
+        assignments: Callable[[Callable[[str], Any]], list[tuple[str, Any]]],
+    ) -> None:
+        """INSERT INTO table (columns) SELECT ... ; rows whose key exists are updated with
+        assignments(incoming): (column, expression) pairs where `incoming(name)` is the new
+        row's value and table columns are the existing row's. MySQL applies the pairs in
+        order (later ones see earlier results), SQLite all at once: list a column before the
+        ones it is computed from."""
+        keys = [c.name for c in table.primary_key.columns]
+        source = source.where(true())  # SQLite: keeps ON CONFLICT from parsing as a join
+        if self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            lite = sqlite_insert(table).from_select(list(columns), source)
+            pairs = assignments(lambda name: lite.excluded[name])
+            conn.execute(lite.on_conflict_do_update(index_elements=keys, set_=dict(pairs)))
+        else:
+            from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+            my = mysql_insert(table).from_select(list(columns), source)
+            conn.execute(my.on_duplicate_key_update(assignments(lambda name: my.inserted[name])))
+
     def insert_many(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
         for start in range(0, len(rows), UPSERT_CHUNK):
             conn.execute(insert(table), list(rows[start : start + UPSERT_CHUNK]))
 
+    def insert_arrow(self, conn: Connection, table: Table, data: pa.Table) -> None:
+        """Bulk-insert an Arrow table's rows (column names = table columns) as plain tuples:
+        no per-row dicts; pymysql turns this into multi-row INSERTs."""
+        if data.num_rows == 0:
+            return
+        quote = conn.dialect.identifier_preparer.quote
+        marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        statement = (
+            f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in data.column_names)}) "
+            f"VALUES ({', '.join([marker] * data.num_columns)})"
+        )
+        for batch in data.to_batches(max_chunksize=50_000):
+            columns = [_bindable(column.to_pylist()) for column in batch.columns]
+            conn.exec_driver_sql(statement, list(zip(*columns, strict=True)))
+
     def read_arrow(self, table: Table, columns: Sequence[str]) -> pa.Table:
         """A table's columns as Arrow (dimensions for the engine's joins)."""
         with self.begin() as conn:
-            result = conn.execute(select(*(table.c[name] for name in columns)))
-            rows = result.fetchall()
-        data = list(zip(*rows, strict=True)) if rows else [[] for _ in columns]
-        arrays = {}
-        for name, values in zip(columns, data, strict=True):
-            arrays[name] = pa.array(list(values), type=_arrow_type(table.c[name]))
-        return pa.table(arrays)
+            return select_arrow(conn, select(*(table.c[name] for name in columns)))
 
     # --- run lock -----------------------------------------------------------------------
     def acquire_lock(self, holder: str) -> None:
@@ -247,12 +286,14 @@ def _is_connect_error(exc: DBAPIError) -> bool:
 
 
 def _arrow_type(column: Any) -> pa.DataType:
-    from sqlalchemy import Date, Integer, Numeric
+    from sqlalchemy import Date, DateTime, Integer, Numeric
 
     if isinstance(column.type, Integer):
         return pa.int64()
     if isinstance(column.type, Numeric):
         return pa.decimal128(column.type.precision or 18, column.type.scale or 2)
+    if isinstance(column.type, DateTime):
+        return pa.timestamp("s")
     if isinstance(column.type, Date):
         return pa.date32()
     return pa.string()
@@ -267,3 +308,27 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 __all__ = ["Warehouse", "IntegrityError", "lock_holder", "schema"]
+
+
+def select_arrow(conn: Connection, statement: Select[Any]) -> pa.Table:
+    """A query's rows as Arrow, built column by column, typed from the selected columns."""
+    rows = conn.execute(statement).fetchall()
+    selected = list(statement.selected_columns)
+    data = list(zip(*rows, strict=True)) if rows else [() for _ in selected]
+    return pa.table(
+        {
+            column.name: pa.array(list(values), type=_arrow_type(column))
+            for column, values in zip(selected, data, strict=True)
+        }
+    )
+
+
+def _bindable(values: list[Any]) -> list[Any]:
+    """Values every driver binds the same way (sqlite3 has no Decimal/date adapters of its own
+    in newer Pythons; dates as ISO text is also how SQLAlchemy stores them in SQLite)."""
+    sample = next((v for v in values if v is not None), None)
+    if isinstance(sample, Decimal):
+        return [None if v is None else str(v) for v in values]
+    if isinstance(sample, date) and not isinstance(sample, datetime):
+        return [None if v is None else v.isoformat() for v in values]
+    return values

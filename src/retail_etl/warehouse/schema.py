@@ -127,13 +127,15 @@ lake_object = Table(
 )
 
 # --- per-file partial aggregates: what each file contributed to each mart row ---------------
+# Money here and in the marts' total_cents is integer cents, so that merging in SQL is exact
+# on every dialect (SQLite has no decimal type); total_sales is derived from it.
 customer_sales_partial = Table(
     "etl_customer_sales_partial",
     metadata,
     Column("ledger_id", Integer, primary_key=True, autoincrement=False),
     Column("customer_id", Integer, primary_key=True, autoincrement=False),
     Column("sales_date_month", Date, primary_key=True),
-    Column("total_sales", MONEY, nullable=False),
+    Column("total_cents", BigInteger, nullable=False),
     Column("sales_rows", BigInteger, nullable=False),
     **_mysql,
 )
@@ -145,7 +147,7 @@ sales_team_partial = Table(
     Column("store_id", Integer, primary_key=True, autoincrement=False),
     Column("sales_person_id", Integer, primary_key=True, autoincrement=False),
     Column("sales_month", CHAR(7), primary_key=True),
-    Column("total_sales", MONEY, nullable=False),
+    Column("total_cents", BigInteger, nullable=False),
     Column("sales_rows", BigInteger, nullable=False),
     **_mysql,
 )
@@ -160,6 +162,7 @@ customers_data_mart = Table(
     Column("phone_number", String(20)),
     Column("sales_date_month", Date, primary_key=True),
     Column("total_sales", MONEY, nullable=False),
+    Column("total_cents", BigInteger, nullable=False),
     Column("sales_rows", BigInteger, nullable=False),
     Column("updated_at", DateTime, nullable=False),
     Index("ix_customers_mart_month", "sales_date_month"),
@@ -175,6 +178,7 @@ sales_team_data_mart = Table(
     Column("sales_month", CHAR(7), primary_key=True),
     Column("total_sales", MONEY, nullable=False),
     Column("incentive", MONEY, nullable=False),
+    Column("total_cents", BigInteger, nullable=False),
     Column("sales_rows", BigInteger, nullable=False),
     Column("updated_at", DateTime, nullable=False),
     Index("ix_sales_team_mart_month", "sales_month", "store_id"),
@@ -263,5 +267,36 @@ run_lock = Table(
     Column("holder", String(255), nullable=False),  # host:pid:run
     Column("acquired_at", DateTime, nullable=False),
     Column("heartbeat_at", DateTime, nullable=False),
+    **_mysql,
+)
+
+
+# --- scratch: a batch's mart deltas, per connection, emptied before each use ------------------
+_scratch = MetaData()
+customer_delta = Table(
+    "etl_tmp_customer_delta",
+    _scratch,
+    Column("ledger_id", Integer, nullable=False),
+    Column("customer_id", Integer, nullable=False),
+    Column("sales_date_month", Date, nullable=False),
+    Column("full_name", String(201)),
+    Column("address", String(255)),
+    Column("phone_number", String(20)),
+    Column("total_cents", BigInteger, nullable=False),
+    Column("sales_rows", BigInteger, nullable=False),
+    prefixes=["TEMPORARY"],
+    **_mysql,
+)
+sales_team_delta = Table(
+    "etl_tmp_sales_team_delta",
+    _scratch,
+    Column("ledger_id", Integer, nullable=False),
+    Column("store_id", Integer, nullable=False),
+    Column("sales_person_id", Integer, nullable=False),
+    Column("sales_month", CHAR(7), nullable=False),
+    Column("full_name", String(201)),
+    Column("total_cents", BigInteger, nullable=False),
+    Column("sales_rows", BigInteger, nullable=False),
+    prefixes=["TEMPORARY"],
     **_mysql,
 )
