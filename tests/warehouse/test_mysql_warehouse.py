@@ -62,7 +62,9 @@ def test_tables_have_exact_types_utf8mb4_and_keys(
     assert columns["customers_data_mart", "total_sales"] == money
     assert columns["sales_team_data_mart", "total_sales"] == money
     assert columns["sales_team_data_mart", "incentive"] == money
-    assert columns["etl_customer_sales_partial", "total_sales"] == money
+    # merging happens on exact integer cents
+    assert columns["etl_customer_sales_partial", "total_cents"][0] == "bigint"
+    assert columns["customers_data_mart", "total_cents"][0] == "bigint"
     assert columns["customers_data_mart", "sales_date_month"][0] == "date"
     assert columns["product", "current_price"] == ("decimal", 12, 2)
     assert columns["customer", "customer_joining_date"][0] == "date"
@@ -112,7 +114,11 @@ def test_money_is_exact_and_oversized_values_are_errors(warehouse: Warehouse) ->
     }
     total = Decimal("0.10") + Decimal("0.20") + Decimal("9999999999999999.00")
     with warehouse.begin() as conn:
-        warehouse.upsert(conn, schema.customers_data_mart, [{**row, "total_sales": total}])
+        warehouse.upsert(
+            conn,
+            schema.customers_data_mart,
+            [{**row, "total_sales": total, "total_cents": int(total * 100)}],
+        )
     with warehouse.begin() as conn:
         stored = conn.execute(select(schema.customers_data_mart)).one()
     assert (
@@ -126,7 +132,7 @@ def test_money_is_exact_and_oversized_values_are_errors(warehouse: Warehouse) ->
         warehouse.upsert(
             conn,
             schema.customers_data_mart,
-            [{**row, "customer_id": 2, "total_sales": Decimal("10") ** 17}],
+            [{**row, "customer_id": 2, "total_sales": Decimal("10") ** 17, "total_cents": 0}],
         )
 
 
@@ -139,6 +145,7 @@ def test_upserts_are_batched_multi_row_statements(warehouse: Warehouse) -> None:
             "phone_number": None,
             "sales_date_month": date(2024, 1, 1),
             "total_sales": Decimal("1.25"),
+            "total_cents": 125,
             "sales_rows": 1,
             "updated_at": datetime(2024, 1, 31),
         }
@@ -154,7 +161,10 @@ def test_upserts_are_batched_multi_row_statements(warehouse: Warehouse) -> None:
         warehouse.upsert(
             conn,
             schema.customers_data_mart,
-            [{**r, "total_sales": Decimal("2.50"), "sales_rows": 2} for r in rows],
+            [
+                {**r, "total_sales": Decimal("2.50"), "total_cents": 250, "sales_rows": 2}
+                for r in rows
+            ],
         )
         statements = inserts() - before
     assert statements <= 2 * 12_000 // 1000, f"{statements} INSERT statements for 24,000 rows"
