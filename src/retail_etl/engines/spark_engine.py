@@ -146,7 +146,7 @@ def _spark_error(exc: BaseException) -> EngineError:
     return EngineError(f"spark: {text[0] if text else type(exc).__name__}")
 
 
-class _Workspace:
+class Workspace:
     """Where Spark reads the batch's files and writes its rows. By default a folder under the
     run's work folder (local[*], or a cluster whose workers share this machine's disk); with
     spark_work_dir, a Hadoop URI every executor can reach (s3a://, hdfs://, a shared mount).
@@ -342,7 +342,7 @@ class SparkEngine:
         self.spark.conf.set("spark.sql.files.maxPartitionBytes", str(SPLIT_BYTES))
         self.spark.conf.set("spark.sql.files.openCostInBytes", str(SPLIT_BYTES))
 
-    def _register(self, batch: list[BatchFile], dims: Dimensions) -> None:
+    def register(self, batch: list[BatchFile], dims: Dimensions) -> None:
         create = self.spark.createDataFrame
         create(dims.customer).createOrReplaceTempView("dim_customer")
         create(dims.store).createOrReplaceTempView("dim_store")
@@ -362,7 +362,7 @@ class SparkEngine:
     ) -> EngineResult:
         rows_dir = (out_dir / "rows").resolve()
         try:
-            workspace = _Workspace(self.spark, self.settings, out_dir)
+            workspace = Workspace(self.spark, self.settings, out_dir)
             try:
                 return self._process(workspace, batch, dims, run_id, rows_dir)
             finally:
@@ -372,7 +372,7 @@ class SparkEngine:
 
     def _process(
         self,
-        workspace: _Workspace,
+        workspace: Workspace,
         batch: list[BatchFile],
         dims: Dimensions,
         run_id: int,
@@ -381,7 +381,7 @@ class SparkEngine:
         spark = self.spark
         groups = workspace.stage(batch)
         self._tune(batch)
-        self._register(batch, dims)
+        self.register(batch, dims)
         raw_rows(spark, groups).createOrReplaceTempView("raw_rows")
         rows = spark.sql(sql.render("rows", "spark", run_id=int(run_id), malformed_lines=True))
         rows.write.mode("overwrite").partitionBy(*PARTITIONS).parquet(workspace.rows)
@@ -415,4 +415,4 @@ def _counts(tally: pa.Table) -> dict[int, FileCounts]:
     }
 
 
-__all__ = ["SparkEngine", "raw_rows", "session_for", "stop_session"]
+__all__ = ["SparkEngine", "Workspace", "raw_rows", "session_for", "stop_session"]
