@@ -58,6 +58,7 @@ VIEWS = (
 MALFORMED_LINE = r"^malformed CSV line ([0-9]+):"
 SHUFFLE_BYTES = 64 * 1024 * 1024  # input bytes per shuffle partition (AQE coalesces further)
 SPLIT_BYTES = 128 * 1024 * 1024
+MAX_FIELDS = 65_536
 
 CSV_OPTIONS = {
     "header": "true",  # validated already; skipped, columns are taken by position
@@ -69,6 +70,9 @@ CSV_OPTIONS = {
     "escape": '"',  # RFC 4180: "" inside a quoted value
     "encoding": "UTF-8",
     "nullValue": "",
+    # More fields than this in one line fails the read (instead of making it malformed); the
+    # parser sizes buffers to it per task, so it cannot be made limitless for free.
+    "maxColumns": str(MAX_FIELDS),
 }
 
 # Defaults for every session; [engine] spark_conf (and spark-submit --conf) win.
@@ -82,7 +86,7 @@ BASE_CONF = {
     "spark.sql.execution.arrow.pyspark.fallback.enabled": "false",
     "spark.sql.ansi.enabled": "true",
     "spark.sql.session.timeZone": "UTC",
-    "spark.sql.parquet.compression.codec": "zstd",
+    "spark.sql.parquet.compression.codec": "snappy",  # as the DuckDB engine writes the lake
     "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
 }
 
