@@ -15,6 +15,7 @@ quoted value becomes LF, and a stray quote that does not break the column count 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import math
 import os
 import re
@@ -146,8 +147,15 @@ def _glob_escaped(path: str) -> str:
 
 
 def _spark_error(exc: BaseException) -> EngineError:
-    text = str(exc).strip().splitlines()
-    return EngineError(f"spark: {text[0] if text else type(exc).__name__}")
+    """One line that says what went wrong: for a JVM error, its message, not py4j's "An error
+    occurred while calling o223.parquet"."""
+    text = str(exc)
+    java = getattr(exc, "java_exception", None)
+    if java is not None:
+        with contextlib.suppress(Py4JError):
+            text = str(java.getMessage() or java.toString())
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return EngineError(f"spark: {lines[0] if lines else type(exc).__name__}")
 
 
 class Workspace:
