@@ -340,8 +340,9 @@ class SparkEngine:
 
     def close(self) -> None:
         """Forget this batch's views; the session stays for the next run in this process."""
-        for view in VIEWS:
-            self.spark.catalog.dropTempView(view)
+        with contextlib.suppress(PySparkException, Py4JError):  # e.g. the session was stopped
+            for view in VIEWS:
+                self.spark.catalog.dropTempView(view)
 
     def _tune(self, batch: list[BatchFile]) -> None:
         size = sum(item.local_path.stat().st_size for item in batch)
