@@ -153,6 +153,28 @@ def lake_tables(env: Env, tmp_path: Path, folder: str) -> tuple[set[str], list[s
     return schemas, sorted(rows)
 
 
+def derived_tables(env: Env) -> dict[str, list[str]]:
+    """What the warehouse derives from the rows besides the marts (per-file mart partials,
+    per-day sums, coupons), timestamps left out."""
+    from sqlalchemy import DateTime, select
+
+    from retail_etl.warehouse import schema
+
+    tables = (
+        schema.customer_sales_partial,
+        schema.sales_team_partial,
+        schema.customer_coupons,
+        schema.daily_sales_person_partial,
+        schema.daily_product_partial,
+    )
+    found = {}
+    with env.warehouse.begin() as conn:
+        for table in tables:
+            columns = [c for c in table.columns if not isinstance(c.type, DateTime)]
+            found[table.name] = sorted(repr(tuple(r)) for r in conn.execute(select(*columns)))
+    return found
+
+
 def observable(env: Env, tmp_path: Path) -> dict[str, Any]:
     tmp_path.mkdir(parents=True, exist_ok=True)
     return {
@@ -175,6 +197,7 @@ def observable(env: Env, tmp_path: Path) -> dict[str, Any]:
         # repr: Decimal('2.38') and Decimal('2.380') are equal, but only one is "to the cent"
         "customers": repr(customer_mart_rows(env)),
         "team": repr(sorted(team_mart(env).items())),
+        "derived": derived_tables(env),
         "lake": lake_tables(env, tmp_path, "sales/"),
         "customer_snapshots": lake_tables(env, tmp_path, "customers_data_mart/"),
         "team_snapshots": lake_tables(env, tmp_path, "sales_team_data_mart/"),
@@ -266,6 +289,14 @@ def test_spark_and_duckdb_leave_identical_results(request, tmp_path) -> None:
         assert (
             f"((3, {seller}, '2024-04'), (Decimal('10.50'), Decimal('0.11')))" in expected["team"]
         )
+
+    assert {name: bool(rows) for name, rows in expected["derived"].items()} == {
+        "etl_customer_sales_partial": True,
+        "etl_sales_team_partial": True,
+        "customer_coupons": True,
+        "etl_daily_sales_person_partial": True,
+        "etl_daily_product_partial": True,
+    }
 
     # ...and Spark leaves exactly the same.
     assert summaries["spark"] == summaries["duckdb"]
