@@ -125,12 +125,26 @@ class WarehouseSettings(_Section):
 
 class EngineSettings(_Section):
     name: Literal["duckdb", "spark"] = Field("duckdb", description="Processing engine")
-    spark_master: str = Field("local[*]", description="Spark master URL")
+    spark_master: str = Field(
+        default="local[*]",
+        description="Spark master URL: local[*], spark://host:7077, yarn, k8s://...; "
+        "under spark-submit, its --master wins",
+    )
     threads: int = Field(
         default_factory=lambda: os.cpu_count() or 2, ge=1, description="Engine threads"
     )
     memory_limit: str = Field("1GB", description="DuckDB memory limit; it spills beyond it")
     work_dir: Path = Field(Path("./data/work"), description="Local scratch folder")
+    spark_conf: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra Spark properties, e.g. spark.executor.memory, spark.hadoop.fs.s3a.*",
+    )
+    spark_work_dir: str | None = Field(
+        default=None,
+        description="Hadoop URI the Spark driver and every executor can reach (s3a://bucket/"
+        "prefix, hdfs://..., file:/shared/mount) for the batch's files and rows; unset: work_dir, "
+        "which only local[*] or a cluster on this machine can see",
+    )
 
 
 _SEGMENT = r"^[a-z][a-z0-9_-]{0,31}$"

@@ -116,10 +116,11 @@ class DuckDBEngine:
                 "PARTITION_BY (kind, sales_month, store_id, _ledger), COMPRESSION snappy, "
                 "OVERWRITE_OR_IGNORE true)"
             )
-            # DuckDB reports a short line once per missing column: one reason per line.
+            # DuckDB reports a ragged line once per missing (or surplus) column: keep the first
+            # error of each line (for a short line, the one naming how many fields it has).
             malformed = self.con.sql(
                 "SELECT bp.ledger_id, e.line, 'malformed CSV line ' || e.line || ': ' "
-                "|| min(e.error_message) || ': ' "
+                "|| arg_min(e.error_message, e.column_idx) || ': ' "
                 "|| left(trim(min(e.csv_line), chr(10) || chr(13)), 200) AS reject_reason "
                 "FROM reject_errors e JOIN reject_scans s USING (scan_id, file_id) "
                 "JOIN batch_paths bp ON bp.path = s.file_path "

@@ -15,6 +15,7 @@ from jinja2 import Environment, StrictUndefined
 Dialect = Literal["duckdb", "spark"]
 
 # Patterns are anchored by `matches`; RE2 (DuckDB) and Java (Spark) agree on this subset.
+# Spark anchors the end with \z: Java's $ would also match before a final line break.
 INTEGER = "[+-]?[0-9]{1,18}"
 NUMBER = "[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)"
 MONEY = "[+-]?([0-9]{1,16}([.][0-9]{0,2})?|[.][0-9]{1,2})"
@@ -28,12 +29,18 @@ class _Macros:
     def matches(self, expr: str, pattern: str) -> str:
         if self.dialect == "duckdb":
             return f"regexp_full_match({expr}, '{pattern}')"
-        return f"({expr} RLIKE '^({pattern})$')"
+        return f"({expr} RLIKE '^(?:{pattern})\\\\z')"
 
     def month_start(self, expr: str) -> str:
         if self.dialect == "duckdb":
             return f"CAST(date_trunc('month', {expr}) AS DATE)"
         return f"trunc({expr}, 'MM')"
+
+    def broadcast(self, *aliases: str) -> str:
+        """A join hint: Spark ships these (small) relations to every task; DuckDB decides alone."""
+        if self.dialect == "duckdb":
+            return ""
+        return f"/*+ BROADCAST({', '.join(aliases)}) */"
 
     def month_label(self, expr: str) -> str:
         if self.dialect == "duckdb":
@@ -56,6 +63,7 @@ def render(name: str, dialect: Dialect, **params: object) -> str:
         .render(
             dialect=dialect,
             matches=macros.matches,
+            broadcast=macros.broadcast,
             month_start=macros.month_start,
             month_label=macros.month_label,
             INTEGER=INTEGER,

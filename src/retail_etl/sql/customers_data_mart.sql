@@ -13,7 +13,7 @@ per_file AS (
     GROUP BY ledger_id, customer_id, sales_date_month
 )
 
-SELECT
+SELECT {{ broadcast("c") }}
     p.ledger_id,
     p.customer_id,
     c.first_name || ' ' || c.last_name AS full_name,

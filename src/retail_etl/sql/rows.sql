@@ -4,6 +4,10 @@
 --        batch_files(ledger_id, file_name), dim_customer, dim_store, dim_sales_team, dim_product.
 -- Output: one row per input row; kind = 'valid' rows are enriched, 'rejected' rows keep their
 -- raw values and say why in reject_reason.
+-- malformed_lines (Spark): raw_rows also carries the lines the CSV reader could not split into
+-- the header's columns, with malformed_reason set; they come out as kind = 'malformed' so one
+-- pass over the files yields everything. DuckDB's reader sets such lines aside itself.
+{%- set malformed_lines = malformed_lines | default(false) %}
 {%- macro as_integer(col) -%}
 CASE WHEN {{ matches("trim(" ~ col ~ ")", INTEGER) }} THEN CAST(trim({{ col }}) AS BIGINT) END
 {%- endmacro %}
@@ -46,7 +50,8 @@ WITH typed AS (
         price AS raw_price,
         quantity AS raw_quantity,
         total_cost AS raw_total_cost,
-        extra_values
+        extra_values{% if malformed_lines %},
+        malformed_reason{% endif %}
     FROM raw_rows
 ),
 
@@ -56,7 +61,7 @@ products AS (
 ),
 
 enriched AS (
-    SELECT
+    SELECT {{ broadcast("c", "s", "sp", "p") }}
         t.*,
         c.first_name || ' ' || c.last_name AS customer_full_name,
         c.address AS customer_address,
@@ -86,6 +91,7 @@ enriched AS (
 checked AS (
     SELECT
         t.*,
+        {% if malformed_lines %}coalesce(t.malformed_reason, {% endif -%}
         CASE WHEN NOT t.is_valid THEN concat_ws('; ',
             {{ integer_problem("customer_id") }},
             {{ integer_problem("store_id") }},
@@ -104,12 +110,13 @@ checked AS (
                  THEN 'store_id not in store' END,
             CASE WHEN t.sales_person_id IS NOT NULL AND NOT t.sales_person_known
                  THEN 'sales_person_id not in sales_team' END
-        ) END AS reject_reason
+        ) END{% if malformed_lines %}){% endif %} AS reject_reason
     FROM enriched t
 )
 
-SELECT
-    CASE WHEN reject_reason IS NULL THEN 'valid' ELSE 'rejected' END AS kind,
+SELECT {{ broadcast("f") }}
+    CASE {% if malformed_lines %}WHEN malformed_reason IS NOT NULL THEN 'malformed' {% endif -%}
+         WHEN reject_reason IS NULL THEN 'valid' ELSE 'rejected' END AS kind,
     CASE WHEN reject_reason IS NULL THEN {{ month_label("sales_date") }} END AS sales_month,
     CASE WHEN reject_reason IS NULL THEN store_id END AS store_id,
     checked.ledger_id AS _ledger,

@@ -14,7 +14,7 @@ per_file AS (
     GROUP BY ledger_id, store_id, sales_person_id, sales_month
 )
 
-SELECT
+SELECT {{ broadcast("sp") }}
     p.ledger_id,
     p.store_id,
     p.sales_person_id,
