@@ -34,9 +34,13 @@ def main() -> None:
         (F.col("quantity") > 0) & (F.col("price") >= 0) & (F.col("total_cost") >= 0)
     ).withColumn("total_cost", F.col("total_cost").cast("decimal(18,2)"))
 
-    customer = spark.read.parquet(f"{dims_dir}/customer.parquet")
-    store = spark.read.parquet(f"{dims_dir}/store.parquet")
-    team = spark.read.parquet(f"{dims_dir}/sales_team.parquet")
+    customer = spark.read.parquet(f"{dims_dir}/customer.parquet").select(
+        "customer_id", "first_name", "last_name", "address", "phone_number"
+    )
+    store = spark.read.parquet(f"{dims_dir}/store.parquet").select("id", "address")
+    team = spark.read.parquet(f"{dims_dir}/sales_team.parquet").select(
+        "id", "first_name", "last_name"
+    )
     enriched = (
         sales.join(customer, "customer_id")
         .join(

@@ -111,3 +111,16 @@ def test_money_is_exact_decimal(env: Env) -> None:
     env.land("cents.csv", csv_text(*rows))
     env.run()
     assert customer_mart(env) == {(1, "2024-03-01"): Decimal("10000000000000.29")}
+
+
+def test_unclosed_quote_on_the_last_line_is_rejected_even_among_many_files(
+    env: Env, tmp_path
+) -> None:
+    for index in range(4):  # distinct content, or they would be duplicates
+        env.land(f"ok{index}.csv", csv_text(GOOD.replace("1,1,", f"{index + 1},1,", 1)))
+    env.land("open-quote.csv", csv_text(GOOD) + '1,1,Milk,2024-03-05,2,1.19,2,"2.38\n')
+    summary = env.run()
+    assert (summary.rows_read, summary.rows_valid, summary.rows_rejected) == (6, 5, 1)
+    key = f"{env.settings.storage.error_prefix}rejected/{summary.run_id}/open-quote.csv.csv"
+    records = list(csv.DictReader(io.StringIO(object_bytes(env, key, tmp_path).decode())))
+    assert len(records) == 1 and "malformed CSV line 3" in records[0]["reject_reason"]

@@ -27,13 +27,17 @@ def _literal(text: str) -> str:
 
 
 def raw_rows_select(batch: list[BatchFile]) -> str:
-    """One read_csv per distinct header layout, unioned: every column read as text by position,
-    mapped to the mandatory names, extra columns folded into additional_column."""
-    groups: dict[tuple[str, ...], list[BatchFile]] = {}
-    for item in batch:
-        groups.setdefault(item.columns, []).append(item)
+    """All of the batch's files in one query, each through its own read_csv: every column read
+    as text by position, mapped to the mandatory names, extra columns folded into
+    additional_column.
+
+    One read_csv per file rather than one over a list of files: DuckDB 2.0's multi-file reader
+    silently loses a last line whose quote is never closed (no reject, no row), while a
+    single-file scan reports it as malformed. Each scan still runs in parallel, in one plan.
+    """
     selects = []
-    for columns, files in groups.items():
+    for item in batch:
+        columns = item.columns
         position = {name: index for index, name in enumerate(columns)}
         mandatory = ", ".join(f"c{position[name]} AS {name}" for name in MANDATORY_COLUMNS)
         extras = [
@@ -45,14 +49,12 @@ def raw_rows_select(batch: list[BatchFile]) -> str:
         else:
             additional, extra_values = "CAST(NULL AS VARCHAR)", "CAST([] AS VARCHAR[])"
         column_types = ", ".join(f"'c{index}': 'VARCHAR'" for index in range(len(columns)))
-        paths = ", ".join(_literal(str(item.local_path)) for item in files)
         selects.append(
-            f"SELECT bp.ledger_id, {mandatory}, {additional} AS additional_column, "
-            f"{extra_values} AS extra_values "
-            f"FROM read_csv([{paths}], header = true, auto_detect = false, delim = ',', "
-            f"quote = '\"', escape = '\"', columns = {{{column_types}}}, filename = true, "
-            f"store_rejects = true, max_line_size = 4194304) r "
-            f"JOIN batch_paths bp ON bp.path = r.filename"
+            f"SELECT CAST({int(item.ledger_id)} AS BIGINT) AS ledger_id, {mandatory}, "
+            f"{additional} AS additional_column, {extra_values} AS extra_values "
+            f"FROM read_csv([{_literal(str(item.local_path))}], header = true, "
+            f"auto_detect = false, delim = ',', quote = '\"', escape = '\"', "
+            f"columns = {{{column_types}}}, store_rejects = true, max_line_size = 4194304)"
         )
     return "\nUNION ALL\n".join(selects)
 
