@@ -374,7 +374,7 @@ def bench(
         repeats,
         customers,
         spark,
-        textbook if textbook.exists() else None,
+        textbook.resolve() if textbook.exists() else None,
         history_fraction,
         results,
         markdown,
