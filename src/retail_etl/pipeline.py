@@ -21,6 +21,7 @@ from retail_etl.discover import discover
 from retail_etl.download import Fetched, download_all
 from retail_etl.engines import BatchFile, FileCounts, open_engine
 from retail_etl.enrich import enrich, load_dimensions
+from retail_etl.errors import WarehouseError
 from retail_etl.ledger import LedgerRow
 from retail_etl.logs import run_context
 from retail_etl.progress import NullProgress, Progress
@@ -81,7 +82,9 @@ class _Heartbeat:
     def _beat(self, warehouse: Warehouse, holder: str, every: float) -> None:
         while not self._stop.wait(every):
             try:
-                warehouse.heartbeat(holder)
+                if not warehouse.heartbeat(holder):
+                    log.error("the run lock was taken over by another run")
+                    return
             except Exception:  # noqa: BLE001 - a missed beat is retried; the run goes on
                 log.warning("lock heartbeat failed", exc_info=True)
 
@@ -99,20 +102,29 @@ def run(
     engine_name: str | None = None,
     progress: Progress | None = None,
     checkpoint: Checkpoint = lambda _stage: None,
+    wait_seconds: float = 0.0,
 ) -> RunSummary:
-    """Process every pending landed object exactly once. Raises RetailEtlError subclasses."""
+    """Process every pending landed object exactly once. Raises RetailEtlError subclasses.
+
+    Only one run works at a time: another run holding the lock makes this one wait up to
+    wait_seconds, then raise LockedError."""
     progress = progress or NullProgress()
     warehouse = Warehouse(settings.warehouse)
     try:
         warehouse.create_all()
         holder = lock_holder()
-        warehouse.acquire_lock(holder)
+        warehouse.acquire_lock(holder, wait_seconds)
         try:
             heartbeat_every = max(1.0, settings.warehouse.stale_lock_seconds / 5)
             with _Heartbeat(warehouse, holder, heartbeat_every):
                 return _run_locked(settings, warehouse, engine_name, progress, checkpoint)
         finally:
-            warehouse.release_lock(holder)
+            # A lock left behind is taken over by the next run (its holder is dead); the
+            # run's own outcome or error matters more than a failed release.
+            try:
+                warehouse.release_lock(holder)
+            except WarehouseError:
+                log.warning("could not release the run lock", exc_info=True)
     finally:
         warehouse.dispose()
 

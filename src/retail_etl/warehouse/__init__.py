@@ -5,8 +5,7 @@ Everything dialect-specific (URL handling, upsert syntax, connect retries) lives
 
 from __future__ import annotations
 
-import os
-import socket
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -33,9 +32,12 @@ from retail_etl.config import WarehouseSettings
 from retail_etl.errors import LockedError, WarehouseError
 from retail_etl.redact import redact, register_secret
 from retail_etl.warehouse import schema
+from retail_etl.warehouse.holder import holder_is_dead, lock_holder
 
 UPSERT_CHUNK = 5_000
 LOCK_NAME = "run"
+LOCK_POLL_SECONDS = 1.0
+log = logging.getLogger("retail_etl.warehouse")
 
 
 def _now() -> datetime:
@@ -45,6 +47,7 @@ def _now() -> datetime:
 class Warehouse:
     def __init__(self, settings: WarehouseSettings) -> None:
         self.settings = settings
+        self.holder: str | None = None  # set while this object holds the run lock
         url = make_url(settings.url.get_secret_value())
         if settings.password is not None:
             url = url.set(password=settings.password.get_secret_value())
@@ -146,61 +149,93 @@ class Warehouse:
         return pa.table(arrays)
 
     # --- run lock -----------------------------------------------------------------------
-    def acquire_lock(self, holder: str) -> None:
-        """Take the single run lock, or raise LockedError naming who holds it.
+    def acquire_lock(self, holder: str, wait_seconds: float = 0.0) -> None:
+        """Take the single run lock, waiting up to wait_seconds for it, or raise LockedError
+        naming who holds it.
 
-        A lock whose heartbeat is older than stale_lock_seconds (its run was killed) is
-        taken over.
+        A lock is taken over when its holder is certainly dead (a process of this host that
+        no longer exists, see holder.py) or its heartbeat is older than stale_lock_seconds
+        (its run was killed elsewhere).
         """
-        now = _now()
-        stale_before = now - timedelta(seconds=self.settings.stale_lock_seconds)
-        t = schema.run_lock
-        conn = self._connect()
-        try:
-            with conn.begin():
-                conn.execute(
-                    insert(t).values(
-                        name=LOCK_NAME, holder=holder, acquired_at=now, heartbeat_at=now
-                    )
-                )
-            return
-        except IntegrityError:
-            pass  # held by someone: see whether it is stale
-        except SQLAlchemyError as exc:
-            raise self.error(exc) from None
-        finally:
-            conn.close()
-        with self.begin() as conn:
-            taken = conn.execute(
-                update(t)
-                .where(t.c.name == LOCK_NAME, t.c.heartbeat_at < stale_before)
-                .values(holder=holder, acquired_at=now, heartbeat_at=now)
-            ).rowcount
-            if taken:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            current = self._try_lock(holder)
+            if current is None:
+                self.holder = holder
                 return
-            current = conn.execute(
-                select(t.c.holder, t.c.heartbeat_at).where(t.c.name == LOCK_NAME)
-            ).first()
-        who = f"{current.holder} (heartbeat {current.heartbeat_at})" if current else "another run"
-        raise LockedError(f"another run holds the lock: {who}; try again later")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                hint = "try again later" if wait_seconds else "try again later or use --wait"
+                raise LockedError(f"another run holds the lock: {current}; {hint}")
+            time.sleep(min(LOCK_POLL_SECONDS, left))
 
-    def heartbeat(self, holder: str) -> None:
+    def _try_lock(self, holder: str) -> str | None:
+        """None when the lock is now ours, else a description of its holder."""
+        t = schema.run_lock
+        for _attempt in range(3):
+            now = _now()
+            conn = self._connect()
+            try:
+                with conn.begin():
+                    conn.execute(
+                        insert(t).values(
+                            name=LOCK_NAME, holder=holder, acquired_at=now, heartbeat_at=now
+                        )
+                    )
+                return None
+            except IntegrityError:
+                pass  # held by someone: see whether it is stale or dead
+            except SQLAlchemyError as exc:
+                raise self.error(exc) from None
+            finally:
+                conn.close()
+            stale_before = now - timedelta(seconds=self.settings.stale_lock_seconds)
+            with self.begin() as conn:
+                current = conn.execute(
+                    select(t.c.holder, t.c.heartbeat_at).where(t.c.name == LOCK_NAME)
+                ).first()
+                if current is None:
+                    continue  # released in between: try again
+                dead = holder_is_dead(current.holder)
+                if dead or current.heartbeat_at < stale_before:
+                    taken = conn.execute(
+                        update(t)
+                        .where(
+                            t.c.name == LOCK_NAME,
+                            t.c.holder == current.holder,
+                            t.c.heartbeat_at == current.heartbeat_at,
+                        )
+                        .values(holder=holder, acquired_at=now, heartbeat_at=now)
+                    ).rowcount
+                    if taken:
+                        why = "its process is gone" if dead else "its heartbeat is stale"
+                        log.warning(
+                            "took over the run lock from %s (%s)",
+                            current.holder,
+                            why,
+                            extra={"previous_holder": current.holder},
+                        )
+                        return None
+            return f"{current.holder} (heartbeat {current.heartbeat_at})"
+        return "another run"
+
+    def heartbeat(self, holder: str) -> bool:
+        """Refresh the lock; False when it is no longer ours."""
         t = schema.run_lock
         with self.begin() as conn:
-            conn.execute(
-                update(t)
-                .where(t.c.name == LOCK_NAME, t.c.holder == holder)
-                .values(heartbeat_at=_now())
+            return bool(
+                conn.execute(
+                    update(t)
+                    .where(t.c.name == LOCK_NAME, t.c.holder == holder)
+                    .values(heartbeat_at=_now())
+                ).rowcount
             )
 
     def release_lock(self, holder: str) -> None:
         t = schema.run_lock
+        self.holder = None
         with self.begin() as conn:
             conn.execute(delete(t).where(t.c.name == LOCK_NAME, t.c.holder == holder))
-
-
-def lock_holder(run_hint: str = "") -> str:
-    return f"{socket.gethostname()}:{os.getpid()}{':' + run_hint if run_hint else ''}"
 
 
 def _is_connect_error(exc: DBAPIError) -> bool:
