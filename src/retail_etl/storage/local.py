@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import filecmp
+import glob
+import hashlib
 import os
 import shutil
 import tempfile
@@ -12,8 +14,14 @@ from retail_etl.errors import StorageError
 from retail_etl.storage.base import ObjectInfo, safe_key
 
 # Objects being written are staged beside their destination under this name prefix,
-# then renamed into place; listings skip them.
+# then renamed into place; listings skip them. The temporary name starts with a digest of the
+# destination's name, so that the next write or delete of the same key removes what a killed
+# writer left behind (the pipeline rewrites or deletes every key an interrupted run wrote).
 _TMP_PREFIX = ".retail-etl-tmp-"
+
+
+def _temporaries_of(target: Path) -> str:
+    return f"{_TMP_PREFIX}{hashlib.sha256(target.name.encode()).hexdigest()[:16]}."
 
 
 class LocalFolderStore:
@@ -65,7 +73,7 @@ class LocalFolderStore:
     def _atomic_write(self, key: str, write) -> None:  # type: ignore[no-untyped-def]
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temporaries_of(target), dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as handle:
                 write(handle)
@@ -75,6 +83,11 @@ class LocalFolderStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        self._discard_temporaries(target)
+
+    def _discard_temporaries(self, target: Path) -> None:
+        for leftover in target.parent.glob(glob.escape(_temporaries_of(target)) + "*"):
+            leftover.unlink(missing_ok=True)
 
     def upload(self, src: Path, key: str) -> None:
         def copy(handle) -> None:  # type: ignore[no-untyped-def]
@@ -108,4 +121,7 @@ class LocalFolderStore:
         src.unlink()
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        if path.parent.is_dir():
+            self._discard_temporaries(path)
