@@ -9,17 +9,21 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from chaos import full_state, land_dataset, one_line_error, reference, retail_etl, start
-from conftest import Env, csv_text
-from helpers import ledger
+from conftest import Env, csv_text, make_env
+from helpers import customer_mart, ledger
+from sqlalchemy import update
 
-from retail_etl.errors import LockedError
+from retail_etl.errors import LockedError, LockLostError
 from retail_etl.warehouse.holder import holder_is_dead, lock_holder
+from retail_etl.warehouse.schema import run_lock
 
 DAY1 = csv_text("1,1,Whole Milk 1L,2024-03-05,2,1.19,2,2.38")
+DAY2 = csv_text("2,2,Bananas 1kg,2024-03-06,4,1.39,1,1.39", "1,1,Tea,2024-04-01,2,3.10,2,6.20")
 
 
 def _dead_pid() -> int:
@@ -119,3 +123,32 @@ def _wait_for_line(process: subprocess.Popen[str], text: str, timeout: float = 6
         if not line and process.poll() is not None:
             pytest.fail(f"process ended before {text!r}: rc {process.returncode}")
     pytest.fail(f"no {text!r} within {timeout}s")
+
+
+@pytest.mark.parametrize("where", ["validated", "rejected_written", "marts_committed"])
+def test_a_run_whose_lock_was_taken_over_stops_before_its_next_commit(
+    env: Env, request: pytest.FixtureRequest, tmp_path: Path, where: str
+) -> None:
+    """A run frozen past stale_lock_seconds (a VM pause, SIGSTOP) loses its lock to another
+    run; when it wakes up it must not commit anything more (fenced transactions)."""
+    clean = make_env(env.name, tmp_path / "clean", request)
+    for environment in (env, clean):
+        environment.land("a.csv", DAY1)
+        environment.land("b.csv", DAY2)
+    clean.run()
+    before = customer_mart(env)
+
+    def taken_over(stage: str) -> None:
+        if stage == where:
+            with env.warehouse.begin() as conn:
+                conn.execute(update(run_lock).values(holder="other-host:1"))
+
+    with pytest.raises(LockLostError, match="now held by other-host:1"):
+        env.run(checkpoint=taken_over)
+    if where != "marts_committed":
+        assert customer_mart(env) == before  # nothing of the batch committed
+    assert [r["status"] for r in ledger(env)] == ["A", "A"]
+    with env.warehouse.begin() as conn:  # the other run dies in turn; its lock goes stale
+        conn.execute(update(run_lock).values(heartbeat_at=datetime(2000, 1, 1)))
+    env.run()
+    assert full_state(env, tmp_path) == full_state(clean, tmp_path)

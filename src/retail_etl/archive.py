@@ -33,6 +33,7 @@ def finalize(
         if row.dest_key:
             store.move(landing_prefix + row.file_name, row.dest_key)
         with warehouse.begin() as conn:
+            warehouse.fence(conn)
             ledger.finish(conn, row.id, row.pending_status)
         checkpoint(f"archived:{row.file_name}")
 

@@ -35,6 +35,10 @@ class LockedError(RetailEtlError):
     exit_code = 5
 
 
+class LockLostError(LockedError):
+    """Another run took the lock over while this one was frozen; this one stops."""
+
+
 class EngineError(RetailEtlError):
     """The processing engine failed on a batch."""
 

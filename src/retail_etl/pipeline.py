@@ -83,6 +83,7 @@ class _Heartbeat:
         while not self._stop.wait(every):
             try:
                 if not warehouse.heartbeat(holder):
+                    # Warehouse.fence stops the run at its next commit.
                     log.error("the run lock was taken over by another run")
                     return
             except Exception:  # noqa: BLE001 - a missed beat is retried; the run goes on
@@ -222,6 +223,7 @@ def _triage(
     """Quarantine unusable files, set duplicates aside, spot corrections (one transaction)."""
     triage = _Triage()
     with warehouse.begin() as conn:
+        warehouse.fence(conn)
         usable = [f.check.checksum for f in fetched if f.check is not None and f.check.ok]
         known = ledger.processed_by_checksum(conn, sorted(set(usable)))
         current = ledger.processed_by_name(conn, [f.row.file_name for f in fetched])

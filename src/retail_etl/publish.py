@@ -72,6 +72,7 @@ def upload_lake(
     for key in stale:
         store.delete(key)
     with warehouse.begin() as conn:
+        warehouse.fence(conn)
         conn.execute(delete(lake_object).where(lake_object.c.ledger_id.in_(ledger_ids)))
         warehouse.insert_many(
             conn,
@@ -154,6 +155,7 @@ def commit_batch(
     for row in result.customer_contributions.select(["ledger_id", "sales_date_month"]).to_pylist():
         months_by_file[int(row["ledger_id"])].add(row["sales_date_month"].strftime("%Y-%m"))
     with warehouse.begin() as conn:
+        warehouse.fence(conn)
         superseded = list(corrections.values())
         old_months = ledger.affected_months(conn, superseded)
         changes = marts.apply(

@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from retail_etl.config import WarehouseSettings
-from retail_etl.errors import LockedError, WarehouseError
+from retail_etl.errors import LockedError, LockLostError, WarehouseError
 from retail_etl.redact import redact, register_secret
 from retail_etl.warehouse import schema
 from retail_etl.warehouse.holder import holder_is_dead, lock_holder
@@ -185,6 +185,10 @@ class Warehouse:
                 return None
             except IntegrityError:
                 pass  # held by someone: see whether it is stale or dead
+            except DBAPIError as exc:
+                if _is_lock_wait(exc):  # the holder is inside a long fenced transaction
+                    return "another run (busy in a long transaction)"
+                raise self.error(exc) from None
             except SQLAlchemyError as exc:
                 raise self.error(exc) from None
             finally:
@@ -231,11 +235,36 @@ class Warehouse:
                 ).rowcount
             )
 
+    def fence(self, conn: Connection) -> None:
+        """Inside a transaction that changes the ledger, the lake index or the marts: prove
+        the lock is still ours. The lock row stays locked by this transaction until it
+        commits, so a takeover cannot slip in between; a run whose lock was taken over (it
+        was frozen past stale_lock_seconds) stops here instead of committing twice."""
+        if self.holder is None:
+            return
+        t = schema.run_lock
+        held = conn.execute(
+            update(t)
+            .where(t.c.name == LOCK_NAME, t.c.holder == self.holder)
+            .values(heartbeat_at=_now())
+        ).rowcount
+        if not held:
+            current = conn.execute(select(t.c.holder).where(t.c.name == LOCK_NAME)).scalar()
+            raise LockLostError(
+                f"this run lost the run lock (now held by {current or 'nobody'}); it stopped "
+                "before committing more, the run holding the lock carries on"
+            )
+
     def release_lock(self, holder: str) -> None:
         t = schema.run_lock
         self.holder = None
         with self.begin() as conn:
             conn.execute(delete(t).where(t.c.name == LOCK_NAME, t.c.holder == holder))
+
+
+def _is_lock_wait(exc: DBAPIError) -> bool:
+    text = str(exc.orig).lower()
+    return "database is locked" in text or "lock wait timeout" in text
 
 
 def _is_connect_error(exc: DBAPIError) -> bool:
