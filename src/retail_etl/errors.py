@@ -43,3 +43,9 @@ class EngineError(RetailEtlError):
     """The processing engine failed on a batch."""
 
     exit_code = 6
+
+
+class WorkFolderError(RetailEtlError):
+    """The local work folder cannot be written (disk full, read-only, permissions)."""
+
+    exit_code = 7

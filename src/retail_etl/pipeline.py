@@ -21,7 +21,7 @@ from retail_etl.discover import discover
 from retail_etl.download import Fetched, download_all
 from retail_etl.engines import BatchFile, FileCounts, open_engine
 from retail_etl.enrich import enrich, load_dimensions
-from retail_etl.errors import WarehouseError
+from retail_etl.errors import WarehouseError, WorkFolderError
 from retail_etl.ledger import LedgerRow
 from retail_etl.logs import run_context
 from retail_etl.progress import NullProgress, Progress
@@ -175,7 +175,10 @@ def _run_locked(
     with run_context(run_id):
         log.info("run started", extra={"engine": engine_chosen})
         try:
-            _stages(settings, warehouse, summary, progress, checkpoint)
+            try:
+                _stages(settings, warehouse, summary, progress, checkpoint)
+            except OSError as exc:  # the stores and the warehouse raise their own errors
+                raise _work_folder_error(settings, exc) from exc
             summary.outcome = "succeeded"
         except BaseException as exc:
             summary.outcome = "failed"
@@ -190,6 +193,15 @@ def _run_locked(
                 log.warning("could not record the run outcome", exc_info=True)
         log.info("run finished", extra={"summary": asdict(summary) | {"files": len(summary.files)}})
     return summary
+
+
+def _work_folder_error(settings: Settings, exc: OSError) -> WorkFolderError:
+    path = exc.filename2 or exc.filename  # a copy's destination, else the one path
+    where = f" ({path})" if path else ""
+    return WorkFolderError(
+        f"work folder {settings.engine.work_dir}: {exc.strerror or exc}{where}; the next run "
+        "redoes the unfinished files"
+    )
 
 
 @contextmanager
