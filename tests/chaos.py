@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -119,22 +120,26 @@ class Reference:
     state: dict[str, Any]
 
 
-_references: dict[str, Reference] = {}
+_references: dict[tuple[str, str], Reference] = {}
 
 
-def reference(env: Env, request: Any, tmp_path: Path) -> Reference:
-    """An uninterrupted run of land_dataset() on the same kind of backend as `env` (computed
-    once per backend and test session)."""
-    if env.name not in _references:
+def reference(
+    env: Env, request: Any, tmp_path: Path, prepare: Callable[[Env], Dataset] | None = None
+) -> Reference:
+    """The uninterrupted run after `prepare` (default: land_dataset) on the same kind of
+    backend as `env`; computed once per backend and preparation in a test session."""
+    prepare = prepare or land_dataset
+    cache_key = (env.name, prepare.__name__)
+    if cache_key not in _references:
         clean = make_env(env.name, tmp_path / "reference", request)
         try:
-            dataset = land_dataset(clean)
+            dataset = prepare(clean)
             summary = summary_of(retail_etl(clean, "run", "--json"))
             assert summary["files_seen"] == dataset.files
-            _references[env.name] = Reference(dataset, summary, full_state(clean, tmp_path))
+            _references[cache_key] = Reference(dataset, summary, full_state(clean, tmp_path))
         finally:
             clean.warehouse.dispose()
-    return _references[env.name]
+    return _references[cache_key]
 
 
 def _sha(data: bytes) -> str:
