@@ -44,6 +44,10 @@ class EngineError(RetailEtlError):
 
     exit_code = 6
 
+    def __init__(self, message: str, input_error: bool = False) -> None:
+        super().__init__(message)
+        self.input_error = input_error  # the input is at fault (not the disk, the memory...)
+
 
 class WorkFolderError(RetailEtlError):
     """The local work folder cannot be written (disk full, read-only, permissions)."""

@@ -19,9 +19,9 @@ from retail_etl import archive, ledger, publish
 from retail_etl.config import Settings, StorageSettings
 from retail_etl.discover import discover
 from retail_etl.download import Fetched, download_all
-from retail_etl.engines import BatchFile, FileCounts, open_engine
+from retail_etl.engines import BatchFile, Dimensions, EngineResult, FileCounts, open_engine
 from retail_etl.enrich import enrich, load_dimensions
-from retail_etl.errors import WarehouseError, WorkFolderError
+from retail_etl.errors import EngineError, WarehouseError, WorkFolderError
 from retail_etl.ledger import LedgerRow
 from retail_etl.logs import run_context
 from retail_etl.progress import NullProgress, Progress
@@ -294,15 +294,15 @@ def _process(
 ) -> tuple[list[LedgerRow], set[str]]:
     """Engine, lake, rejected rows and the marts transaction for the files of the batch.
     Returns the rows now pending their archive move and the months whose marts changed."""
-    storage, batch = settings.storage, triage.batch
-    engine = open_engine(settings.engine, summary.engine)
-    try:
-        with _timed(summary, "enrich", progress):
-            dims = load_dimensions(warehouse)
-            result = enrich(engine, batch, dims, summary.run_id, work_dir / "out")
-    finally:
-        engine.close()
+    storage = settings.storage
+    with _timed(summary, "enrich", progress):
+        dims = load_dimensions(warehouse)
+        result, unreadable = _run_engine(settings, triage.batch, dims, summary, work_dir)
+    pending = _set_aside(warehouse, storage, rows_by_id, triage, unreadable, summary)
+    batch = triage.batch
     checkpoint("enriched")
+    if result is None:
+        return pending, set()
 
     with _timed(summary, "publish", progress):
         planned = publish.plan_lake_objects(result.rows_dir, storage.lake_prefix)
@@ -334,7 +334,6 @@ def _process(
         )
         checkpoint("marts_committed")
 
-    pending = []
     for item in batch:
         counts = result.counts.get(item.ledger_id, FileCounts())
         message = None
@@ -359,6 +358,90 @@ def _process(
         )
     summary.files_processed = len(batch)
     return pending, set(changes.months)
+
+
+def _run_engine(
+    settings: Settings,
+    batch: list[BatchFile],
+    dims: Dimensions,
+    summary: RunSummary,
+    work_dir: Path,
+) -> tuple[EngineResult | None, dict[int, str]]:
+    """The engine over the batch. When it fails on the input itself (not on the machine: disk,
+    memory), the files it cannot read are found by bisection and left out, with its message,
+    so that one such file does not stop every file of every run from now on."""
+    unreadable: dict[int, str] = {}
+
+    def attempt(files: list[BatchFile], out: Path) -> EngineResult:
+        engine = open_engine(settings.engine, summary.engine)
+        try:
+            return enrich(engine, files, dims, summary.run_id, out)
+        finally:
+            engine.close()
+
+    def culprits(files: list[BatchFile], error: EngineError) -> None:
+        if len(files) == 1:
+            unreadable[files[0].ledger_id] = str(error)
+            return
+        half = len(files) // 2
+        for part in (files[:half], files[half:]):
+            probe = work_dir / "probe"
+            try:
+                attempt(part, probe)
+            except EngineError as exc:
+                if not exc.input_error:
+                    raise
+                culprits(part, exc)
+            finally:
+                shutil.rmtree(probe, ignore_errors=True)
+
+    try:
+        return attempt(batch, work_dir / "out"), unreadable
+    except EngineError as exc:
+        if not exc.input_error:
+            raise
+        log.warning("the engine cannot read every file; finding which", extra={"error": str(exc)})
+        shutil.rmtree(work_dir / "out", ignore_errors=True)
+        culprits(batch, exc)
+    if not unreadable:  # only fails together: nothing to set aside
+        raise EngineError("the engine fails on the batch but on none of its files alone")
+    rest = [item for item in batch if item.ledger_id not in unreadable]
+    return (attempt(rest, work_dir / "out") if rest else None), unreadable
+
+
+def _set_aside(
+    warehouse: Warehouse,
+    storage: StorageSettings,
+    rows_by_id: dict[int, LedgerRow],
+    triage: _Triage,
+    unreadable: dict[int, str],
+    summary: RunSummary,
+) -> list[LedgerRow]:
+    """Quarantine the files the engine cannot read; the batch goes on without them."""
+    pending: list[LedgerRow] = []
+    if not unreadable:
+        return pending
+    with warehouse.begin() as conn:
+        warehouse.fence(conn)
+        for ledger_id, error in unreadable.items():
+            row = rows_by_id[ledger_id]
+            dest = archive.archive_key(storage.error_prefix, row)
+            message = f"the engine cannot read it: {error}"
+            ledger.set_pending(
+                conn,
+                ledger_id,
+                ledger.QUARANTINED,
+                dest,
+                checksum=triage.checksums.pop(ledger_id),
+                message=message,
+            )
+            triage.corrections.pop(ledger_id, None)
+            pending.append(_with_pending(row, ledger.QUARANTINED, dest))
+            summary.files.append(FileOutcome(ledger_id, row.file_name, "E", message=message))
+    triage.batch = [item for item in triage.batch if item.ledger_id not in unreadable]
+    summary.files_quarantined += len(unreadable)
+    summary.files_corrected = len(triage.corrections)
+    return pending
 
 
 def _stages(
