@@ -31,20 +31,32 @@ TESTS = Path(__file__).parent
 KILLPOINT = TESTS / "killpoint.py"
 
 
+def _plain(value: Any) -> Any:
+    """A settings value as the environment spells it (secrets revealed)."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, Decimal | Path | date):
+        return str(value)
+    return value
+
+
 def cli_environment(settings: Any) -> dict[str, str]:
-    """The settings of a test installation as RETAIL_ETL_<SECTION>__<KEY> variables."""
+    """The settings of a test installation as RETAIL_ETL_<SECTION>__<KEY> variables (JSON for
+    lists and tables)."""
     variables = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("RETAIL_ETL_") and name != "CI_DEBUG"
+        name: value for name, value in os.environ.items() if not name.startswith("RETAIL_ETL_")
     }
     for section, values in settings.model_dump().items():
         for key, value in values.items():
             if value is None:
                 continue
-            if isinstance(value, SecretStr):
-                value = value.get_secret_value()
-            variables[f"RETAIL_ETL_{section.upper()}__{key.upper()}"] = str(value)
+            value = _plain(value)
+            text = json.dumps(value) if isinstance(value, dict | list) else str(value)
+            variables[f"RETAIL_ETL_{section.upper()}__{key.upper()}"] = text
     return variables
 
 
