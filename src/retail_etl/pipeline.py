@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
@@ -178,7 +179,10 @@ def _run_locked(
             try:
                 _stages(settings, warehouse, summary, progress, checkpoint)
             except OSError as exc:  # the stores and the warehouse raise their own errors
-                raise _work_folder_error(settings, exc) from exc
+                error = _work_folder_error(settings, exc)
+                if error is None:
+                    raise
+                raise error from exc
             summary.outcome = "succeeded"
         except BaseException as exc:
             summary.outcome = "failed"
@@ -195,8 +199,13 @@ def _run_locked(
     return summary
 
 
-def _work_folder_error(settings: Settings, exc: OSError) -> WorkFolderError:
+def _work_folder_error(settings: Settings, exc: OSError) -> WorkFolderError | None:
+    """The error as the work folder's, when it is about a file there or a full disk."""
     path = exc.filename2 or exc.filename  # a copy's destination, else the one path
+    work_dir = settings.engine.work_dir.resolve()
+    inside = path is not None and work_dir in Path(str(path)).resolve().parents
+    if not inside and exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return None
     where = f" ({path})" if path else ""
     return WorkFolderError(
         f"work folder {settings.engine.work_dir}: {exc.strerror or exc}{where}; the next run "
