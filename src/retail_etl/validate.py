@@ -267,7 +267,7 @@ def _exact_field_errors(path: Path, compressed: bool, fields: int) -> tuple[int,
                 raise _RecordTooLong
             yield line
 
-    with opener(path, "rt", encoding="utf-8-sig", newline="") as text:  # type: ignore[operator]
+    with opener(path, "rt", encoding="utf-8-sig", newline="") as text:
         reader = csv.reader(lines(text), strict=True)
         while True:
             start = reader.line_num + 1

@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from retail_etl.errors import StorageError
 from retail_etl.storage.base import ObjectInfo, safe_key
@@ -156,6 +157,6 @@ class LocalFolderStore:
                 self._discard_temporaries(path)
 
 
-def _copy_into(src: Path, handle) -> None:  # type: ignore[no-untyped-def]
+def _copy_into(src: Path, handle: BinaryIO) -> None:
     with open(src, "rb") as source:
         shutil.copyfileobj(source, handle, 1 << 20)
