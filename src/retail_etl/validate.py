@@ -282,9 +282,12 @@ def _exact_field_errors(path: Path, compressed: bool, fields: int) -> tuple[int,
                     "(is a quote never closed?)"
                 )
             except csv.Error as exc:
-                if "unexpected end of data" in str(exc):
-                    return f"line {start}: a quoted field is never closed"
-                record = []  # a malformed line: the engine rejects it (one error)
+                if "unexpected end of data" in str(exc) and reader.line_num > start:
+                    return (
+                        f"line {start}: a quoted field is never closed (the "
+                        f"{reader.line_num - start} lines after it would be lost)"
+                    )
+                # a malformed line (on the last line, an open quote): the engine rejects it
                 cost += _LINE_KEPT + _ERROR_OVERHEAD
                 irregular += 1
                 first = first or start
