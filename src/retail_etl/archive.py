@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 
 from retail_etl import ledger
 from retail_etl.ledger import LedgerRow
@@ -33,18 +33,27 @@ def finalize(
         if row.dest_key:
             store.move(landing_prefix + row.file_name, row.dest_key)
         with warehouse.begin() as conn:
+            warehouse.fence(conn)
             ledger.finish(conn, row.id, row.pending_status)
         checkpoint(f"archived:{row.file_name}")
 
 
 def remove_superseded_lake_objects(store: ObjectStore, warehouse: Warehouse) -> int:
-    """Lake objects of corrected files: deleted from the bucket, then forgotten."""
+    """Lake objects whose rows are not (or no longer) in the marts: deleted from the bucket,
+    then forgotten. Those of corrected files, and those an interrupted attempt uploaded for a
+    file that then ended quarantined or duplicate (it vanished from landing before the retry,
+    say): left alone, readers of the lake would count rows the marts do not."""
     staging = product_staging_table
     with warehouse.begin() as conn:
         doomed = conn.execute(
             select(lake_object.c.id, lake_object.c.object_key)
             .join(staging, staging.c.id == lake_object.c.ledger_id)
-            .where(staging.c.superseded_by.is_not(None))
+            .where(
+                or_(
+                    staging.c.superseded_by.is_not(None),
+                    staging.c.status.in_([ledger.QUARANTINED, ledger.DUPLICATE]),
+                )
+            )
         ).fetchall()
     for _id, key in doomed:
         store.delete(key)

@@ -168,14 +168,14 @@ def generate(
     )
 
 
-def _run(settings: Settings, engine: str | None, as_json: bool) -> Any:
+def _run(settings: Settings, engine: str | None, as_json: bool, wait: float = 0.0) -> Any:
     from retail_etl.pipeline import run as run_pipeline
     from retail_etl.progress import TerminalProgress
 
     if not as_json and console.is_terminal:
         with TerminalProgress(console) as progress:
-            return run_pipeline(settings, engine, progress)
-    return run_pipeline(settings, engine)
+            return run_pipeline(settings, engine, progress, wait_seconds=wait)
+    return run_pipeline(settings, engine, wait_seconds=wait)
 
 
 def _show_summary(summary: Any) -> None:
@@ -207,11 +207,21 @@ def _show_summary(summary: Any) -> None:
 def run(
     engine: Annotated[str | None, typer.Option(help="duckdb or spark (default: config)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout")] = False,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            min=0,
+            metavar="SECONDS",
+            help="When another run holds the lock, wait up to this long for it (default: "
+            "exit at once with status 5)",
+        ),
+    ] = 0.0,
 ) -> None:
     """Process every pending landed file."""
     if engine not in (None, "duckdb", "spark"):
         raise typer.BadParameter("--engine must be duckdb or spark")
-    summary = _run(_settings(), engine, as_json)
+    summary = _run(_settings(), engine, as_json, wait)
     if as_json:
         _print_json(asdict(summary))
     else:

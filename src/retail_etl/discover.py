@@ -31,6 +31,7 @@ def discover(
         if not info.key.endswith("/")
     ]
     with warehouse.begin() as conn:
+        warehouse.fence(conn)
         ledger.touch(conn, [row.id for row in resumed], run_id)
         new = ledger.register(
             conn,

@@ -35,7 +35,21 @@ class LockedError(RetailEtlError):
     exit_code = 5
 
 
+class LockLostError(LockedError):
+    """Another run took the lock over while this one was frozen; this one stops."""
+
+
 class EngineError(RetailEtlError):
     """The processing engine failed on a batch."""
 
     exit_code = 6
+
+    def __init__(self, message: str, input_error: bool = False) -> None:
+        super().__init__(message)
+        self.input_error = input_error  # the input is at fault (not the disk, the memory...)
+
+
+class WorkFolderError(RetailEtlError):
+    """The local work folder cannot be written (disk full, read-only, permissions)."""
+
+    exit_code = 7

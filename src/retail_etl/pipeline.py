@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
@@ -19,8 +20,9 @@ from retail_etl import archive, ledger, publish
 from retail_etl.config import Settings, StorageSettings
 from retail_etl.discover import discover
 from retail_etl.download import Fetched, download_all
-from retail_etl.engines import BatchFile, FileCounts, open_engine
+from retail_etl.engines import BatchFile, Dimensions, EngineResult, FileCounts, open_engine
 from retail_etl.enrich import enrich, load_dimensions
+from retail_etl.errors import EngineError, WarehouseError, WorkFolderError
 from retail_etl.ledger import LedgerRow
 from retail_etl.logs import run_context
 from retail_etl.progress import NullProgress, Progress
@@ -81,7 +83,10 @@ class _Heartbeat:
     def _beat(self, warehouse: Warehouse, holder: str, every: float) -> None:
         while not self._stop.wait(every):
             try:
-                warehouse.heartbeat(holder)
+                if not warehouse.heartbeat(holder):
+                    # Warehouse.fence stops the run at its next commit.
+                    log.error("the run lock was taken over by another run")
+                    return
             except Exception:  # noqa: BLE001 - a missed beat is retried; the run goes on
                 log.warning("lock heartbeat failed", exc_info=True)
 
@@ -99,20 +104,29 @@ def run(
     engine_name: str | None = None,
     progress: Progress | None = None,
     checkpoint: Checkpoint = lambda _stage: None,
+    wait_seconds: float = 0.0,
 ) -> RunSummary:
-    """Process every pending landed object exactly once. Raises RetailEtlError subclasses."""
+    """Process every pending landed object exactly once. Raises RetailEtlError subclasses.
+
+    Only one run works at a time: another run holding the lock makes this one wait up to
+    wait_seconds, then raise LockedError."""
     progress = progress or NullProgress()
     warehouse = Warehouse(settings.warehouse)
     try:
         warehouse.create_all()
         holder = lock_holder()
-        warehouse.acquire_lock(holder)
+        warehouse.acquire_lock(holder, wait_seconds)
         try:
             heartbeat_every = max(1.0, settings.warehouse.stale_lock_seconds / 5)
             with _Heartbeat(warehouse, holder, heartbeat_every):
                 return _run_locked(settings, warehouse, engine_name, progress, checkpoint)
         finally:
-            warehouse.release_lock(holder)
+            # A lock left behind is taken over by the next run (its holder is dead); the
+            # run's own outcome or error matters more than a failed release.
+            try:
+                warehouse.release_lock(holder)
+            except WarehouseError:
+                log.warning("could not release the run lock", exc_info=True)
     finally:
         warehouse.dispose()
 
@@ -162,7 +176,13 @@ def _run_locked(
     with run_context(run_id):
         log.info("run started", extra={"engine": engine_chosen})
         try:
-            _stages(settings, warehouse, summary, progress, checkpoint)
+            try:
+                _stages(settings, warehouse, summary, progress, checkpoint)
+            except OSError as exc:  # the stores and the warehouse raise their own errors
+                error = _work_folder_error(settings, exc)
+                if error is None:
+                    raise
+                raise error from exc
             summary.outcome = "succeeded"
         except BaseException as exc:
             summary.outcome = "failed"
@@ -177,6 +197,20 @@ def _run_locked(
                 log.warning("could not record the run outcome", exc_info=True)
         log.info("run finished", extra={"summary": asdict(summary) | {"files": len(summary.files)}})
     return summary
+
+
+def _work_folder_error(settings: Settings, exc: OSError) -> WorkFolderError | None:
+    """The error as the work folder's, when it is about a file there or a full disk."""
+    path = exc.filename2 or exc.filename  # a copy's destination, else the one path
+    work_dir = settings.engine.work_dir.resolve()
+    inside = path is not None and work_dir in Path(str(path)).resolve().parents
+    if not inside and exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return None
+    where = f" ({path})" if path else ""
+    return WorkFolderError(
+        f"work folder {settings.engine.work_dir}: {exc.strerror or exc}{where}; the next run "
+        "redoes the unfinished files"
+    )
 
 
 @contextmanager
@@ -210,6 +244,7 @@ def _triage(
     """Quarantine unusable files, set duplicates aside, spot corrections (one transaction)."""
     triage = _Triage()
     with warehouse.begin() as conn:
+        warehouse.fence(conn)
         usable = [f.check.checksum for f in fetched if f.check is not None and f.check.ok]
         known = ledger.processed_by_checksum(conn, sorted(set(usable)))
         current = ledger.processed_by_name(conn, [f.row.file_name for f in fetched])
@@ -268,15 +303,15 @@ def _process(
 ) -> tuple[list[LedgerRow], set[str]]:
     """Engine, lake, rejected rows and the marts transaction for the files of the batch.
     Returns the rows now pending their archive move and the months whose marts changed."""
-    storage, batch = settings.storage, triage.batch
-    engine = open_engine(settings.engine, summary.engine)
-    try:
-        with _timed(summary, "enrich", progress):
-            dims = load_dimensions(warehouse)
-            result = enrich(engine, batch, dims, summary.run_id, work_dir / "out")
-    finally:
-        engine.close()
+    storage = settings.storage
+    with _timed(summary, "enrich", progress):
+        dims = load_dimensions(warehouse)
+        result, unreadable = _run_engine(settings, triage.batch, dims, summary, work_dir)
+    pending = _set_aside(warehouse, storage, rows_by_id, triage, unreadable, summary)
+    batch = triage.batch
     checkpoint("enriched")
+    if result is None:
+        return pending, set()
 
     with _timed(summary, "publish", progress):
         planned = publish.plan_lake_objects(result.rows_dir, storage.lake_prefix)
@@ -309,7 +344,6 @@ def _process(
         )
         checkpoint("marts_committed")
 
-    pending = []
     for item in batch:
         counts = result.counts.get(item.ledger_id, FileCounts())
         message = None
@@ -334,6 +368,90 @@ def _process(
         )
     summary.files_processed = len(batch)
     return pending, set(changes.months)
+
+
+def _run_engine(
+    settings: Settings,
+    batch: list[BatchFile],
+    dims: Dimensions,
+    summary: RunSummary,
+    work_dir: Path,
+) -> tuple[EngineResult | None, dict[int, str]]:
+    """The engine over the batch. When it fails on the input itself (not on the machine: disk,
+    memory), the files it cannot read are found by bisection and left out, with its message,
+    so that one such file does not stop every file of every run from now on."""
+    unreadable: dict[int, str] = {}
+
+    def attempt(files: list[BatchFile], out: Path) -> EngineResult:
+        engine = open_engine(settings.engine, summary.engine)
+        try:
+            return enrich(engine, files, dims, summary.run_id, out)
+        finally:
+            engine.close()
+
+    def culprits(files: list[BatchFile], error: EngineError) -> None:
+        if len(files) == 1:
+            unreadable[files[0].ledger_id] = str(error)
+            return
+        half = len(files) // 2
+        for part in (files[:half], files[half:]):
+            probe = work_dir / "probe"
+            try:
+                attempt(part, probe)
+            except EngineError as exc:
+                if not exc.input_error:
+                    raise
+                culprits(part, exc)
+            finally:
+                shutil.rmtree(probe, ignore_errors=True)
+
+    try:
+        return attempt(batch, work_dir / "out"), unreadable
+    except EngineError as exc:
+        if not exc.input_error:
+            raise
+        log.warning("the engine cannot read every file; finding which", extra={"error": str(exc)})
+        shutil.rmtree(work_dir / "out", ignore_errors=True)
+        culprits(batch, exc)
+    if not unreadable:  # only fails together: nothing to set aside
+        raise EngineError("the engine fails on the batch but on none of its files alone")
+    rest = [item for item in batch if item.ledger_id not in unreadable]
+    return (attempt(rest, work_dir / "out") if rest else None), unreadable
+
+
+def _set_aside(
+    warehouse: Warehouse,
+    storage: StorageSettings,
+    rows_by_id: dict[int, LedgerRow],
+    triage: _Triage,
+    unreadable: dict[int, str],
+    summary: RunSummary,
+) -> list[LedgerRow]:
+    """Quarantine the files the engine cannot read; the batch goes on without them."""
+    pending: list[LedgerRow] = []
+    if not unreadable:
+        return pending
+    with warehouse.begin() as conn:
+        warehouse.fence(conn)
+        for ledger_id, error in unreadable.items():
+            row = rows_by_id[ledger_id]
+            dest = archive.archive_key(storage.error_prefix, row)
+            message = f"the engine cannot read it: {error}"
+            ledger.set_pending(
+                conn,
+                ledger_id,
+                ledger.QUARANTINED,
+                dest,
+                checksum=triage.checksums.pop(ledger_id),
+                message=message,
+            )
+            triage.corrections.pop(ledger_id, None)
+            pending.append(_with_pending(row, ledger.QUARANTINED, dest))
+            summary.files.append(FileOutcome(ledger_id, row.file_name, "E", message=message))
+    triage.batch = [item for item in triage.batch if item.ledger_id not in unreadable]
+    summary.files_quarantined += len(unreadable)
+    summary.files_corrected = len(triage.corrections)
+    return pending
 
 
 def _stages(

@@ -72,6 +72,7 @@ def upload_lake(
     for key in stale:
         store.delete(key)
     with warehouse.begin() as conn:
+        warehouse.fence(conn)
         conn.execute(delete(lake_object).where(lake_object.c.ledger_id.in_(ledger_ids)))
         warehouse.insert_many(
             conn,
@@ -156,6 +157,7 @@ def commit_batch(
         months_by_file[int(row["ledger_id"])].add(row["sales_date_month"].strftime("%Y-%m"))
     per_day = daily.compute(result.rows_dir)
     with warehouse.begin() as conn:
+        warehouse.fence(conn)
         superseded = list(corrections.values())
         old_months = ledger.affected_months(conn, superseded)
         changes = marts.apply(

@@ -143,7 +143,10 @@ class DuckDBEngine:
             sales_team = self.con.sql(sql.render("sales_team_data_mart", "duckdb")).to_arrow_table()
             counts = self._counts(rows_dir, malformed)
         except duckdb.Error as exc:
-            raise EngineError(f"duckdb: {str(exc).splitlines()[0]}") from exc
+            raise EngineError(
+                f"duckdb: {str(exc).splitlines()[0]}",
+                input_error=isinstance(exc, duckdb.InvalidInputException),
+            ) from exc
         return EngineResult(rows_dir, customers, sales_team, malformed, counts)
 
     def _counts(self, rows_dir: Path, malformed: pa.Table) -> dict[int, FileCounts]:

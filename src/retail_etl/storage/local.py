@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import errno
 import filecmp
+import glob
+import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from retail_etl.errors import StorageError
 from retail_etl.storage.base import ObjectInfo, safe_key
 
 # Objects being written are staged beside their destination under this name prefix,
-# then renamed into place; listings skip them.
+# then renamed into place; listings skip them. The temporary name starts with a digest of the
+# destination's name, so that the next write or delete of the same key removes what a killed
+# writer left behind (the pipeline rewrites or deletes every key an interrupted run wrote).
 _TMP_PREFIX = ".retail-etl-tmp-"
+
+
+# Errors of the side that writes a download (the work folder), not of the bucket.
+_WRITER_SIDE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def _temporaries_of(target: Path) -> str:
+    return f"{_TMP_PREFIX}{hashlib.sha256(target.name.encode()).hexdigest()[:16]}."
 
 
 class LocalFolderStore:
@@ -31,17 +47,27 @@ class LocalFolderStore:
     def _key(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 
+    @contextmanager
+    def _errors(self, action: str, key: str) -> Iterator[None]:
+        """An OS error of the bucket folder becomes one StorageError line naming the object."""
+        try:
+            yield
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise StorageError(f"cannot {action} {key} in {self.url}: {reason}") from exc
+
     def list(self, prefix: str) -> list[ObjectInfo]:
         base = self._path(prefix) if prefix else self.root
         if not base.is_dir():
             return []
         found = []
-        for dirpath, _dirs, files in os.walk(base):
-            for name in files:
-                if name.startswith(_TMP_PREFIX):
-                    continue
-                path = Path(dirpath) / name
-                found.append(ObjectInfo(self._key(path), path.stat().st_size))
+        with self._errors("list", prefix):
+            for dirpath, _dirs, files in os.walk(base):
+                for name in files:
+                    if name.startswith(_TMP_PREFIX):
+                        continue
+                    path = Path(dirpath) / name
+                    found.append(ObjectInfo(self._key(path), path.stat().st_size))
         return sorted(found, key=lambda info: info.key)
 
     def exists(self, key: str) -> bool:
@@ -49,7 +75,8 @@ class LocalFolderStore:
 
     def size(self, key: str) -> int | None:
         path = self._path(key)
-        return path.stat().st_size if path.is_file() else None
+        with self._errors("read", key):
+            return path.stat().st_size if path.is_file() else None
 
     def download(self, key: str, dest: Path) -> None:
         src = self._path(key)
@@ -59,13 +86,21 @@ class LocalFolderStore:
         # so a hard link is a safe zero-copy "download" when the folders share a disk.
         try:
             os.link(src, dest)
+            return
         except OSError:
+            pass
+        try:
             shutil.copyfile(src, dest)
+        except OSError as exc:
+            if exc.errno in _WRITER_SIDE:
+                raise  # the work folder's disk, not the bucket: the pipeline reports it
+            with self._errors("read", key):
+                raise
 
     def _atomic_write(self, key: str, write) -> None:  # type: ignore[no-untyped-def]
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temporaries_of(target), dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as handle:
                 write(handle)
@@ -75,18 +110,25 @@ class LocalFolderStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        self._discard_temporaries(target)
+
+    def _discard_temporaries(self, target: Path) -> None:
+        for leftover in target.parent.glob(glob.escape(_temporaries_of(target)) + "*"):
+            leftover.unlink(missing_ok=True)
 
     def upload(self, src: Path, key: str) -> None:
-        def copy(handle) -> None:  # type: ignore[no-untyped-def]
-            with open(src, "rb") as source:
-                shutil.copyfileobj(source, handle, 1 << 20)
-
-        self._atomic_write(key, copy)
+        with self._errors("write", key):
+            self._atomic_write(key, lambda handle: _copy_into(src, handle))
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        self._atomic_write(key, lambda handle: handle.write(data))
+        with self._errors("write", key):
+            self._atomic_write(key, lambda handle: handle.write(data))
 
     def move(self, src_key: str, dest_key: str) -> None:
+        with self._errors("move", f"{src_key} to {dest_key}"):
+            self._move(src_key, dest_key)
+
+    def _move(self, src_key: str, dest_key: str) -> None:
         src, dest = self._path(src_key), self._path(dest_key)
         if dest.exists():
             if not src.exists():
@@ -104,8 +146,17 @@ class LocalFolderStore:
         except FileExistsError:
             raise StorageError(f"refusing to overwrite {dest_key}") from None
         except OSError:
-            self.upload(src, dest_key)
+            self._atomic_write(dest_key, lambda handle: _copy_into(src, handle))
         src.unlink()
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        path = self._path(key)
+        with self._errors("delete", key):
+            path.unlink(missing_ok=True)
+            if path.parent.is_dir():
+                self._discard_temporaries(path)
+
+
+def _copy_into(src: Path, handle: BinaryIO) -> None:
+    with open(src, "rb") as source:
+        shutil.copyfileobj(source, handle, 1 << 20)

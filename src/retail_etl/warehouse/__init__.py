@@ -5,8 +5,7 @@ Everything dialect-specific (URL handling, upsert syntax, connect retries) lives
 
 from __future__ import annotations
 
-import os
-import socket
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,9 +32,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from retail_etl.config import WarehouseSettings
-from retail_etl.errors import LockedError, WarehouseError
+from retail_etl.errors import LockedError, LockLostError, WarehouseError
 from retail_etl.redact import redact, register_secret
 from retail_etl.warehouse import schema
+from retail_etl.warehouse.holder import holder_is_dead, lock_holder
 
 UPSERT_CHUNK = 5_000
 LOCK_NAME = "run"
@@ -50,6 +50,8 @@ _MYSQL_HINTS = {
     2003: ": is the server running and reachable?",
     2005: ": check the host name in warehouse.url",
 }
+LOCK_POLL_SECONDS = 1.0
+log = logging.getLogger("retail_etl.warehouse")
 
 
 def _now() -> datetime:
@@ -59,6 +61,7 @@ def _now() -> datetime:
 class Warehouse:
     def __init__(self, settings: WarehouseSettings) -> None:
         self.settings = settings
+        self.holder: str | None = None  # set while this object holds the run lock
         url = make_url(settings.url.get_secret_value())
         if settings.password is not None:
             url = url.set(password=settings.password.get_secret_value())
@@ -213,61 +216,122 @@ class Warehouse:
             return select_arrow(conn, select(*(table.c[name] for name in columns)))
 
     # --- run lock -----------------------------------------------------------------------
-    def acquire_lock(self, holder: str) -> None:
-        """Take the single run lock, or raise LockedError naming who holds it.
+    def acquire_lock(self, holder: str, wait_seconds: float = 0.0) -> None:
+        """Take the single run lock, waiting up to wait_seconds for it, or raise LockedError
+        naming who holds it.
 
-        A lock whose heartbeat is older than stale_lock_seconds (its run was killed) is
-        taken over.
+        A lock is taken over when its holder is certainly dead (a process of this host that
+        no longer exists, see holder.py) or its heartbeat is older than stale_lock_seconds
+        (its run was killed elsewhere).
         """
-        now = _now()
-        stale_before = now - timedelta(seconds=self.settings.stale_lock_seconds)
-        t = schema.run_lock
-        conn = self._connect()
-        try:
-            with conn.begin():
-                conn.execute(
-                    insert(t).values(
-                        name=LOCK_NAME, holder=holder, acquired_at=now, heartbeat_at=now
-                    )
-                )
-            return
-        except IntegrityError:
-            pass  # held by someone: see whether it is stale
-        except SQLAlchemyError as exc:
-            raise self.error(exc) from None
-        finally:
-            conn.close()
-        with self.begin() as conn:
-            taken = conn.execute(
-                update(t)
-                .where(t.c.name == LOCK_NAME, t.c.heartbeat_at < stale_before)
-                .values(holder=holder, acquired_at=now, heartbeat_at=now)
-            ).rowcount
-            if taken:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            current = self._try_lock(holder)
+            if current is None:
+                self.holder = holder
                 return
-            current = conn.execute(
-                select(t.c.holder, t.c.heartbeat_at).where(t.c.name == LOCK_NAME)
-            ).first()
-        who = f"{current.holder} (heartbeat {current.heartbeat_at})" if current else "another run"
-        raise LockedError(f"another run holds the lock: {who}; try again later")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                hint = "try again later" if wait_seconds else "try again later or use --wait"
+                raise LockedError(f"another run holds the lock: {current}; {hint}")
+            time.sleep(min(LOCK_POLL_SECONDS, left))
 
-    def heartbeat(self, holder: str) -> None:
+    def _try_lock(self, holder: str) -> str | None:
+        """None when the lock is now ours, else a description of its holder."""
+        t = schema.run_lock
+        for _attempt in range(3):
+            now = _now()
+            conn = self._connect()
+            try:
+                with conn.begin():
+                    conn.execute(
+                        insert(t).values(
+                            name=LOCK_NAME, holder=holder, acquired_at=now, heartbeat_at=now
+                        )
+                    )
+                return None
+            except IntegrityError:
+                pass  # held by someone: see whether it is stale or dead
+            except DBAPIError as exc:
+                if _is_lock_wait(exc):  # the holder is inside a long fenced transaction
+                    return "another run (busy in a long transaction)"
+                raise self.error(exc) from None
+            except SQLAlchemyError as exc:
+                raise self.error(exc) from None
+            finally:
+                conn.close()
+            stale_before = now - timedelta(seconds=self.settings.stale_lock_seconds)
+            with self.begin() as conn:
+                current = conn.execute(
+                    select(t.c.holder, t.c.heartbeat_at).where(t.c.name == LOCK_NAME)
+                ).first()
+                if current is None:
+                    continue  # released in between: try again
+                dead = holder_is_dead(current.holder)
+                if dead or current.heartbeat_at < stale_before:
+                    taken = conn.execute(
+                        update(t)
+                        .where(
+                            t.c.name == LOCK_NAME,
+                            t.c.holder == current.holder,
+                            t.c.heartbeat_at == current.heartbeat_at,
+                        )
+                        .values(holder=holder, acquired_at=now, heartbeat_at=now)
+                    ).rowcount
+                    if taken:
+                        why = "its process is gone" if dead else "its heartbeat is stale"
+                        log.warning(
+                            "took over the run lock from %s (%s)",
+                            current.holder,
+                            why,
+                            extra={"previous_holder": current.holder},
+                        )
+                        return None
+            return f"{current.holder} (heartbeat {current.heartbeat_at})"
+        return "another run"
+
+    def heartbeat(self, holder: str) -> bool:
+        """Refresh the lock; False when it is no longer ours."""
         t = schema.run_lock
         with self.begin() as conn:
-            conn.execute(
-                update(t)
-                .where(t.c.name == LOCK_NAME, t.c.holder == holder)
-                .values(heartbeat_at=_now())
+            return bool(
+                conn.execute(
+                    update(t)
+                    .where(t.c.name == LOCK_NAME, t.c.holder == holder)
+                    .values(heartbeat_at=_now())
+                ).rowcount
+            )
+
+    def fence(self, conn: Connection) -> None:
+        """Inside a transaction that changes the ledger, the lake index or the marts: prove
+        the lock is still ours. The lock row stays locked by this transaction until it
+        commits, so a takeover cannot slip in between; a run whose lock was taken over (it
+        was frozen past stale_lock_seconds) stops here instead of committing twice."""
+        if self.holder is None:
+            return
+        t = schema.run_lock
+        held = conn.execute(
+            update(t)
+            .where(t.c.name == LOCK_NAME, t.c.holder == self.holder)
+            .values(heartbeat_at=_now())
+        ).rowcount
+        if not held:
+            current = conn.execute(select(t.c.holder).where(t.c.name == LOCK_NAME)).scalar()
+            raise LockLostError(
+                f"this run lost the run lock (now held by {current or 'nobody'}); it stopped "
+                "before committing more, the run holding the lock carries on"
             )
 
     def release_lock(self, holder: str) -> None:
         t = schema.run_lock
+        self.holder = None
         with self.begin() as conn:
             conn.execute(delete(t).where(t.c.name == LOCK_NAME, t.c.holder == holder))
 
 
-def lock_holder(run_hint: str = "") -> str:
-    return f"{socket.gethostname()}:{os.getpid()}{':' + run_hint if run_hint else ''}"
+def _is_lock_wait(exc: DBAPIError) -> bool:
+    text = str(exc.orig).lower()
+    return "database is locked" in text or "lock wait timeout" in text
 
 
 def _is_connect_error(exc: DBAPIError) -> bool:
