@@ -3,6 +3,13 @@
 # password). Installs Debian's mariadb-server when it is missing, starts it when stopped.
 set -euo pipefail
 
+# Spark needs a JVM (17); Debian's headless JRE when none is installed.
+if ! command -v java >/dev/null 2>&1; then
+  echo "installing a Java runtime for Spark..." >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+fi
+
 mariadb_up() {
   if command -v mariadb-admin >/dev/null 2>&1; then
     mariadb-admin --protocol=tcp -h 127.0.0.1 -P 3306 -u root status >/dev/null 2>&1

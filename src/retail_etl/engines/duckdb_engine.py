@@ -59,6 +59,9 @@ def raw_rows_select(batch: list[BatchFile]) -> str:
     return "\nUNION ALL\n".join(selects)
 
 
+FILES_PER_QUERY = 16
+
+
 class DuckDBEngine:
     name = "duckdb"
 
@@ -111,15 +114,22 @@ class DuckDBEngine:
         rows_dir.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._register(batch, dims)
-            self.con.execute(f"CREATE OR REPLACE TEMP VIEW raw_rows AS {raw_rows_select(batch)}")
             rows = sql.render("rows", "duckdb", run_id=int(run_id))
-            self.con.execute(
-                f"COPY ({rows}) TO {_literal(str(rows_dir))} (FORMAT parquet, "
-                "PARTITION_BY (kind, sales_month, store_id, _ledger), COMPRESSION snappy, "
-                "OVERWRITE_OR_IGNORE true)"
-            )
-            # DuckDB reports a ragged line once per missing (or surplus) column: keep the first
-            # error of each line (for a short line, the one naming how many fields it has).
+            # Files go FILES_PER_QUERY at a time: every per-file scan holds its own buffers
+            # (large for files with huge lines) until its query ends.
+            for start in range(0, len(batch), FILES_PER_QUERY):
+                chunk = batch[start : start + FILES_PER_QUERY]
+                self.con.execute(
+                    f"CREATE OR REPLACE TEMP VIEW raw_rows AS {raw_rows_select(chunk)}"
+                )
+                self.con.execute(
+                    f"COPY ({rows}) TO {_literal(str(rows_dir))} (FORMAT parquet, "
+                    "PARTITION_BY (kind, sales_month, store_id, _ledger), COMPRESSION snappy, "
+                    "OVERWRITE_OR_IGNORE true)"
+                )
+            # The reject tables gather every scan of this connection. DuckDB reports a ragged
+            # line once per missing (or surplus) column: keep the first error of each line
+            # (for a short line, the one naming its field count).
             malformed = self.con.sql(
                 "SELECT bp.ledger_id, e.line, 'malformed CSV line ' || e.line || ': ' "
                 "|| arg_min(e.error_message, e.column_idx) || ': ' "
