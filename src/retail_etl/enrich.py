@@ -1,22 +1,57 @@
-"""Stages 5-6: normalise, check and enrich the rows of every valid file through the engine."""
+"""Stages 5-6: normalise, check and enrich the rows of every valid file through the engine.
+
+The enrichment values are derived here, once per run, from the dimension rows (a full name is
+first and last name joined by a space, a product name listed twice resolves to its highest id);
+every engine joins these lookup tables as they are."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from retail_etl.engines import BatchFile, Dimensions, Engine, EngineResult
 from retail_etl.warehouse import Warehouse
 from retail_etl.warehouse.schema import customer, product, sales_team, store
 
 
+def _full_name(table: pa.Table) -> pa.ChunkedArray:
+    # NULL when either part is NULL, as SQL's || would give
+    return pc.binary_join_element_wise(table["first_name"], table["last_name"], " ")
+
+
 def load_dimensions(warehouse: Warehouse) -> Dimensions:
+    customers = warehouse.read_arrow(
+        customer, ["customer_id", "first_name", "last_name", "address", "phone_number"]
+    )
+    stores = warehouse.read_arrow(store, ["id", "address", "store_manager_name"])
+    team = warehouse.read_arrow(sales_team, ["id", "first_name", "last_name"])
+    products = warehouse.read_arrow(product, ["id", "name"])
     return Dimensions(
-        customer=warehouse.read_arrow(
-            customer, ["customer_id", "first_name", "last_name", "address", "phone_number"]
+        customer=pa.table(
+            {
+                "customer_id": customers["customer_id"],
+                "customer_full_name": _full_name(customers),
+                "customer_address": customers["address"],
+                "customer_phone_number": customers["phone_number"],
+            }
         ),
-        store=warehouse.read_arrow(store, ["id", "address", "store_manager_name"]),
-        sales_team=warehouse.read_arrow(sales_team, ["id", "first_name", "last_name"]),
-        product=warehouse.read_arrow(product, ["id", "name"]),
+        store=pa.table(
+            {
+                "store_id": stores["id"],
+                "store_address": stores["address"],
+                "store_manager_name": stores["store_manager_name"],
+            }
+        ),
+        sales_team=pa.table(
+            {"sales_person_id": team["id"], "sales_person_full_name": _full_name(team)}
+        ),
+        # a product name listed twice must not duplicate sales rows
+        product=products.filter(pc.is_valid(products["name"]))
+        .group_by("name")
+        .aggregate([("id", "max")])
+        .rename_columns(["product_name", "product_id"]),
     )
 
 

@@ -50,12 +50,13 @@ class BatchFile:
 
 @dataclass(frozen=True)
 class Dimensions:
-    """Dimension rows the enrichment joins against, as Arrow tables."""
+    """The lookup tables the enrichment joins against (built by enrich.load_dimensions), as
+    Arrow tables keyed by their first column; the columns are named as they are in the lake."""
 
-    customer: pa.Table  # customer_id, first_name, last_name, address, phone_number
-    store: pa.Table  # id, address, store_manager_name
-    sales_team: pa.Table  # id, first_name, last_name
-    product: pa.Table  # id, name
+    customer: pa.Table  # customer_id, customer_full_name, customer_address, customer_phone_number
+    store: pa.Table  # store_id, store_address, store_manager_name
+    sales_team: pa.Table  # sales_person_id, sales_person_full_name
+    product: pa.Table  # product_name (unique), product_id
 
 
 @dataclass(frozen=True)

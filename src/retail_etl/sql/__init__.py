@@ -21,6 +21,18 @@ NUMBER = "[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)"
 MONEY = "[+-]?([0-9]{1,16}([.][0-9]{0,2})?|[.][0-9]{1,2})"
 ISO_DATE = "[0-9]{4}-[0-9]{2}-[0-9]{2}"
 
+# What a strict cast accepts: the pattern (after trimming) and a value the type can hold.
+# DuckDB first tries a cheap exact test: the text is the canonical spelling of its own cast
+# (e.g. "4.80", "2024-03-30"), which only values the pattern accepts can be (the guard rules
+# out the few canonical spellings it does not: 19 digits, five-digit years). Anything else,
+# including every rejected value, goes through the pattern as before. The regular expressions
+# cost about 3x the whole CSV parse; the canonical test about 1/3 of it.
+STRICT_TYPES = {
+    "integer": ("BIGINT", INTEGER, "{v} BETWEEN -999999999999999999 AND 999999999999999999"),
+    "money": ("DECIMAL(18, 2)", MONEY, "TRUE"),
+    "date": ("DATE", ISO_DATE, "length({text}) = 10"),
+}
+
 
 class _Macros:
     def __init__(self, dialect: Dialect) -> None:
@@ -30,6 +42,19 @@ class _Macros:
         if self.dialect == "duckdb":
             return f"regexp_full_match({expr}, '{pattern}')"
         return f"({expr} RLIKE '^(?:{pattern})\\\\z')"
+
+    def strict_cast(self, expr: str, kind: str) -> str:
+        """expr (text) as the type of kind, or NULL when it does not match kind's pattern."""
+        sql_type, pattern, guard = STRICT_TYPES[kind]
+        by_pattern = (
+            f"WHEN {self.matches(f'trim({expr})', pattern)} "
+            f"THEN TRY_CAST(trim({expr}) AS {sql_type})"
+        )
+        if self.dialect == "spark":
+            return f"CASE {by_pattern} END"
+        value = f"TRY_CAST({expr} AS {sql_type})"
+        canonical = f"CAST({value} AS VARCHAR) = {expr} AND {guard.format(v=value, text=expr)}"
+        return f"CASE WHEN {canonical} THEN {value} {by_pattern} END"
 
     def month_start(self, expr: str) -> str:
         if self.dialect == "duckdb":
@@ -63,13 +88,11 @@ def render(name: str, dialect: Dialect, **params: object) -> str:
         .render(
             dialect=dialect,
             matches=macros.matches,
+            strict_cast=macros.strict_cast,
             broadcast=macros.broadcast,
             month_start=macros.month_start,
             month_label=macros.month_label,
-            INTEGER=INTEGER,
             NUMBER=NUMBER,
-            MONEY=MONEY,
-            ISO_DATE=ISO_DATE,
             **params,
         )
     )

@@ -1,6 +1,7 @@
 -- customers_data_mart contributions: what each source file adds to each customer and month.
--- Input: valid_rows (the lake rows of this batch), dim_customer.
+-- Input: valid_rows (the lake rows of this batch), dim_customer (enrich.load_dimensions).
 -- The warehouse adds these to the mart (marts.py); a correction subtracts the old file's.
+-- The names are cast to text: an engine may hold small lookups as ENUMs.
 WITH sales AS (
     SELECT ledger_id, customer_id, {{ month_start("sales_date") }} AS sales_date_month, total_cost
     FROM valid_rows
@@ -16,9 +17,9 @@ per_file AS (
 SELECT {{ broadcast("c") }}
     p.ledger_id,
     p.customer_id,
-    c.first_name || ' ' || c.last_name AS full_name,
-    c.address,
-    c.phone_number,
+    CAST(c.customer_full_name AS STRING) AS full_name,
+    CAST(c.customer_address AS STRING) AS address,
+    CAST(c.customer_phone_number AS STRING) AS phone_number,
     p.sales_date_month,
     CAST(p.total_sales AS DECIMAL(18, 2)) AS total_sales,
     CAST(p.sales_rows AS BIGINT) AS sales_rows

@@ -1,19 +1,14 @@
 -- Row rules (SPEC section 4) and enrichment, shared by every engine.
 -- Input: raw_rows(ledger_id, customer_id, store_id, product_name, sales_date, sales_person_id,
 --                 price, quantity, total_cost, additional_column, extra_values) as text,
---        batch_files(ledger_id, file_name), dim_customer, dim_store, dim_sales_team, dim_product.
+--        batch_files(ledger_id, file_name), and the lookup tables of enrich.load_dimensions:
+--        dim_customer, dim_store, dim_sales_team, dim_product (columns named as in the lake).
 -- Output: one row per input row; kind = 'valid' rows are enriched, 'rejected' rows keep their
 -- raw values and say why in reject_reason.
 -- malformed_lines (Spark): raw_rows also carries the lines the CSV reader could not split into
 -- the header's columns, with malformed_reason set; they come out as kind = 'malformed' so one
 -- pass over the files yields everything. DuckDB's reader sets such lines aside itself.
 {%- set malformed_lines = malformed_lines | default(false) %}
-{%- macro as_integer(col) -%}
-CASE WHEN {{ matches("trim(" ~ col ~ ")", INTEGER) }} THEN CAST(trim({{ col }}) AS BIGINT) END
-{%- endmacro %}
-{%- macro as_money(col) -%}
-CASE WHEN {{ matches("trim(" ~ col ~ ")", MONEY) }} THEN TRY_CAST(trim({{ col }}) AS DECIMAL(18, 2)) END
-{%- endmacro %}
 {%- macro is_empty(col) -%}
 ({{ col }} IS NULL OR trim({{ col }}) = '')
 {%- endmacro %}
@@ -32,15 +27,14 @@ CASE WHEN {{ is_empty("t.raw_" ~ col) }} THEN '{{ col }} is empty'
 WITH typed AS (
     SELECT
         ledger_id,
-        {{ as_integer("customer_id") }} AS customer_id,
-        {{ as_integer("store_id") }} AS store_id,
+        {{ strict_cast("customer_id", "integer") }} AS customer_id,
+        {{ strict_cast("store_id", "integer") }} AS store_id,
         trim(product_name) AS product_name,
-        CASE WHEN {{ matches("trim(sales_date)", ISO_DATE) }}
-             THEN TRY_CAST(trim(sales_date) AS DATE) END AS sales_date,
-        {{ as_integer("sales_person_id") }} AS sales_person_id,
-        {{ as_money("price") }} AS price,
-        {{ as_integer("quantity") }} AS quantity,
-        {{ as_money("total_cost") }} AS total_cost,
+        {{ strict_cast("sales_date", "date") }} AS sales_date,
+        {{ strict_cast("sales_person_id", "integer") }} AS sales_person_id,
+        {{ strict_cast("price", "money") }} AS price,
+        {{ strict_cast("quantity", "integer") }} AS quantity,
+        {{ strict_cast("total_cost", "money") }} AS total_cost,
         additional_column,
         customer_id AS raw_customer_id,
         store_id AS raw_store_id,
@@ -55,37 +49,33 @@ WITH typed AS (
     FROM raw_rows
 ),
 
-products AS (
-    -- a product name listed twice must not duplicate sales rows
-    SELECT name, MAX(id) AS product_id FROM dim_product GROUP BY name
-),
-
 enriched AS (
     SELECT {{ broadcast("c", "s", "sp", "p") }}
         t.*,
-        c.first_name || ' ' || c.last_name AS customer_full_name,
-        c.address AS customer_address,
-        c.phone_number AS customer_phone_number,
-        s.address AS store_address,
+        c.customer_full_name,
+        c.customer_address,
+        c.customer_phone_number,
+        s.store_address,
         s.store_manager_name,
-        sp.first_name || ' ' || sp.last_name AS sales_person_full_name,
+        sp.sales_person_full_name,
         p.product_id,
         -- Cheap test first: the reasons are only spelled out for the (rare) rejected rows.
         COALESCE(
             t.customer_id IS NOT NULL AND t.store_id IS NOT NULL AND t.product_name <> ''
             AND t.sales_date IS NOT NULL AND t.sales_person_id IS NOT NULL
             AND t.price >= 0 AND t.quantity > 0 AND t.total_cost >= 0
-            AND c.customer_id IS NOT NULL AND s.id IS NOT NULL AND sp.id IS NOT NULL,
+            AND c.customer_id IS NOT NULL AND s.store_id IS NOT NULL
+            AND sp.sales_person_id IS NOT NULL,
             FALSE
         ) AS is_valid,
         c.customer_id IS NOT NULL AS customer_known,
-        s.id IS NOT NULL AS store_known,
-        sp.id IS NOT NULL AS sales_person_known
+        s.store_id IS NOT NULL AS store_known,
+        sp.sales_person_id IS NOT NULL AS sales_person_known
     FROM typed t
     LEFT JOIN dim_customer c ON c.customer_id = t.customer_id
-    LEFT JOIN dim_store s ON s.id = t.store_id
-    LEFT JOIN dim_sales_team sp ON sp.id = t.sales_person_id
-    LEFT JOIN products p ON p.name = t.product_name
+    LEFT JOIN dim_store s ON s.store_id = t.store_id
+    LEFT JOIN dim_sales_team sp ON sp.sales_person_id = t.sales_person_id
+    LEFT JOIN dim_product p ON p.product_name = t.product_name
 ),
 
 checked AS (

@@ -1,6 +1,7 @@
 -- sales_team_data_mart contributions: what each source file adds to each store, sales person
 -- and month. Input: valid_rows, dim_sales_team. The incentive (rank 1 per store and month) is
 -- applied after merging, in marts.py, because it depends on the whole month.
+-- The name is cast to text: an engine may hold small lookups as ENUMs.
 WITH sales AS (
     SELECT ledger_id, store_id, sales_person_id, {{ month_label("sales_date") }} AS sales_month,
            total_cost
@@ -18,10 +19,10 @@ SELECT {{ broadcast("sp") }}
     p.ledger_id,
     p.store_id,
     p.sales_person_id,
-    sp.first_name || ' ' || sp.last_name AS full_name,
+    CAST(sp.sales_person_full_name AS STRING) AS full_name,
     p.sales_month,
     CAST(p.total_sales AS DECIMAL(18, 2)) AS total_sales,
     CAST(p.sales_rows AS BIGINT) AS sales_rows
 FROM per_file p
-JOIN dim_sales_team sp ON sp.id = p.sales_person_id
+JOIN dim_sales_team sp ON sp.sales_person_id = p.sales_person_id
 ORDER BY p.ledger_id, p.store_id, p.sales_person_id, p.sales_month
