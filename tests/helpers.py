@@ -70,6 +70,18 @@ def object_bytes(env: Any, key: str, tmp_path: Any) -> bytes:
     return dest.read_bytes()
 
 
+def lake_columns(env: Any, tmp_path: Any) -> set[tuple[str, ...]]:
+    """The column names of each sales object in the lake."""
+    prefix = env.settings.storage.lake_prefix + "sales/"
+    found = set()
+    for key in keys(env, prefix):
+        dest = tmp_path / "lake-part.parquet"
+        dest.unlink(missing_ok=True)
+        env.store.download(key, dest)
+        found.add(tuple(pq.read_schema(dest).names))
+    return found
+
+
 def lake_rows(env: Any, tmp_path: Any) -> Counter[tuple[Any, ...]]:
     """Every sales row in the lake (the partition values from the path included)."""
     counter: Counter[tuple[Any, ...]] = Counter()

@@ -12,6 +12,7 @@ from conftest import HEADER, Env, csv_text, make_env
 from helpers import (
     customer_mart,
     keys,
+    lake_columns,
     lake_rows,
     ledger,
     ledger_outcomes,
@@ -22,6 +23,7 @@ from helpers import (
 from sqlalchemy import func, select
 
 from retail_etl import marts
+from retail_etl.engines import LAKE_COLUMNS
 from retail_etl.generate import generate
 from retail_etl.warehouse.schema import customer, customer_sales_partial, sales_team_partial
 
@@ -63,6 +65,9 @@ def test_known_rows_give_exact_marts_lake_and_quarantine(env: Env, tmp_path: Pat
         ("2024-03-01/b.csv", "I", 1, 0),
     ]
     assert sum(lake_rows(env, tmp_path).values()) == 5
+    # The lake's columns (SPEC section 7), not the engine's work columns of rejected rows.
+    assert lake_columns(env, tmp_path) == {LAKE_COLUMNS}
+    assert {"customer_full_name", "store_address", "source_file", "run_id"} <= set(LAKE_COLUMNS)
     storage = env.settings.storage
     assert keys(env, env.landing) == []
     archived = f"{storage.archive_prefix}run-{summary.run_id}/2024-03-01/a.csv"

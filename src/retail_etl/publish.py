@@ -107,9 +107,7 @@ def write_rejected(
     for row in result.malformed.to_pylist():
         malformed_by_file.setdefault(int(row["ledger_id"]), []).append(row["reject_reason"])
     for item in batch:
-        parts = sorted(
-            result.rows_dir.glob(f"kind=rejected/*/*/_ledger={item.ledger_id}/*.parquet")
-        )
+        parts = sorted(result.rows_dir.glob(f"kind=rejected/_ledger={item.ledger_id}/*.parquet"))
         malformed = malformed_by_file.get(item.ledger_id, [])
         if not parts and not malformed:
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from retail_etl.config import EngineSettings
 from retail_etl.engines.base import (
+    LAKE_COLUMNS,
     MANDATORY_COLUMNS,
     BatchFile,
     Dimensions,
@@ -13,6 +14,7 @@ from retail_etl.engines.base import (
 )
 
 __all__ = [
+    "LAKE_COLUMNS",
     "MANDATORY_COLUMNS",
     "BatchFile",
     "Dimensions",

@@ -3,10 +3,13 @@ Parquet and compute the per-file mart contributions.
 
 Every engine leaves the same layout under out_dir/rows (hive partitions):
 
-    kind=valid/sales_month=YYYY-MM/store_id=N/_ledger=L/*.parquet   enriched valid rows
-    kind=rejected/.../_ledger=L/*.parquet                           rejected rows (raw values)
+    kind=valid/sales_month=YYYY-MM/store_id=N/_ledger=L/*.parquet   LAKE_COLUMNS
+    kind=rejected/_ledger=L/*.parquet                               REJECTED_COLUMNS
 
-and returns the mart contributions computed by the shared SQL in retail_etl/sql.
+and returns the mart contributions computed by the shared SQL in retail_etl/sql. The valid
+files are the lake's objects as they are: nothing but the lake's columns. Rejected rows are
+rare, so the engines find which files have any in the pass that writes the lake and read only
+those files again for their raw values.
 """
 
 from __future__ import annotations
@@ -27,6 +30,29 @@ MANDATORY_COLUMNS = (
     "quantity",
     "total_cost",
 )
+
+# The columns of rows.sql's output each part of the layout keeps.
+LAKE_COLUMNS = (
+    "customer_id",
+    "product_name",
+    "sales_date",
+    "sales_person_id",
+    "price",
+    "quantity",
+    "total_cost",
+    "additional_column",
+    "customer_full_name",
+    "customer_address",
+    "customer_phone_number",
+    "store_address",
+    "store_manager_name",
+    "sales_person_full_name",
+    "product_id",
+    "source_file",
+    "ledger_id",
+    "run_id",
+)
+REJECTED_COLUMNS = (*(f"raw_{name}" for name in MANDATORY_COLUMNS), "extra_values", "reject_reason")
 
 
 @dataclass(frozen=True)

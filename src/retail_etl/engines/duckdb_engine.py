@@ -1,9 +1,11 @@
 """DuckDB engine: the embedded default. One query reads every file of the batch, checks and
-enriches the rows and streams them into partitioned Parquet; the mart SQL then reads only the
-few columns it needs back from that Parquet."""
+enriches the rows and streams them into the lake's partitioned Parquet; the files with rejected
+rows are read once more for their raw values; the mart SQL then reads only the few columns it
+needs back from the lake's Parquet."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -12,7 +14,9 @@ import pyarrow as pa
 from retail_etl import sql
 from retail_etl.config import EngineSettings
 from retail_etl.engines.base import (
+    LAKE_COLUMNS,
     MANDATORY_COLUMNS,
+    REJECTED_COLUMNS,
     BatchFile,
     Dimensions,
     EngineResult,
@@ -148,32 +152,30 @@ class DuckDBEngine:
         try:
             self._register(batch, dims)
             rows = sql.render("rows", "duckdb", run_id=int(run_id))
-            # Files go FILES_PER_QUERY at a time: every per-file scan holds its own buffers
-            # (large for files with huge lines) until its query ends.
-            for start in range(0, len(batch), FILES_PER_QUERY):
-                chunk = batch[start : start + FILES_PER_QUERY]
-                self.con.execute(
-                    f"CREATE OR REPLACE TEMP VIEW raw_rows AS {raw_rows_select(chunk)}"
-                )
-                self.con.execute(
-                    f"COPY ({rows}) TO {_literal(str(rows_dir))} (FORMAT parquet, "
-                    "PARTITION_BY (kind, sales_month, store_id, _ledger), COMPRESSION snappy, "
-                    "OVERWRITE_OR_IGNORE true)"
-                )
-            # The reject tables gather every scan of this connection. DuckDB reports a ragged
-            # line once per missing (or surplus) column: keep the first error of each line
-            # (for a short line, the one naming its field count).
-            malformed = self.con.sql(
-                "SELECT bp.ledger_id, e.line, 'malformed CSV line ' || e.line || ': ' "
-                "|| arg_min(e.error_message, e.column_idx) || ': ' "
-                "|| left(trim(min(e.csv_line), chr(10) || chr(13)), 200) AS reject_reason "
-                "FROM reject_errors e JOIN reject_scans s USING (scan_id, file_id) "
-                "JOIN batch_paths bp ON bp.path = s.file_path "
-                "GROUP BY bp.ledger_id, e.line ORDER BY 1, 2"
-            ).to_arrow_table()
+            # Pass 1 writes the lake's files; rejected rows only leave a trace per file there.
+            self._copy(
+                batch,
+                f"SELECT kind, sales_month, store_id, _ledger, {', '.join(LAKE_COLUMNS)} "
+                f"FROM ({rows})",
+                rows_dir,
+                "kind, sales_month, store_id, _ledger",
+            )
+            malformed = self._malformed()
+            counts = self._counts(rows_dir, malformed)
+            traces = rows_dir / "kind=rejected"
+            rejecting = {int(p.name.split("=")[1]) for p in traces.glob("*/*/_ledger=*")}
+            shutil.rmtree(traces, ignore_errors=True)
+            # Pass 2, over the few files with rejected rows: their raw values and reasons.
+            with_rejects = [b for b in batch if b.ledger_id in rejecting]
+            self._copy(
+                with_rejects,
+                f"SELECT _ledger, {', '.join(REJECTED_COLUMNS)} FROM ({rows}) "
+                "WHERE kind = 'rejected'",
+                traces,
+                "_ledger",
+            )
             valid_glob = rows_dir / "kind=valid" / "**" / "*.parquet"
-            has_valid = any((rows_dir / "kind=valid").glob("**/*.parquet"))
-            if has_valid:
+            if any((rows_dir / "kind=valid").glob("**/*.parquet")):
                 self.con.execute(
                     "CREATE OR REPLACE TEMP VIEW valid_rows AS SELECT * FROM read_parquet("
                     f"{_literal(str(valid_glob))}, hive_partitioning = true)"
@@ -184,13 +186,38 @@ class DuckDBEngine:
                 )
             customers = self.con.sql(sql.render("customers_data_mart", "duckdb")).to_arrow_table()
             sales_team = self.con.sql(sql.render("sales_team_data_mart", "duckdb")).to_arrow_table()
-            counts = self._counts(rows_dir, malformed)
         except duckdb.Error as exc:
             raise EngineError(
                 f"duckdb: {str(exc).splitlines()[0]}",
                 input_error=isinstance(exc, duckdb.InvalidInputException),
             ) from exc
         return EngineResult(rows_dir, customers, sales_team, malformed, counts)
+
+    def _copy(self, files: list[BatchFile], select: str, target: Path, partitions: str) -> None:
+        """select (over raw_rows) into partitioned Parquet, FILES_PER_QUERY files at a time:
+        every per-file scan holds its own buffers (large for files with huge lines) until its
+        query ends."""
+        for start in range(0, len(files), FILES_PER_QUERY):
+            chunk = files[start : start + FILES_PER_QUERY]
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW raw_rows AS {raw_rows_select(chunk)}")
+            self.con.execute(
+                f"COPY ({select}) TO {_literal(str(target))} (FORMAT parquet, "
+                f"PARTITION_BY ({partitions}), COMPRESSION snappy, OVERWRITE_OR_IGNORE true)"
+            )
+
+    def _malformed(self) -> pa.Table:
+        """Lines the CSV reader could not split, from the reject tables, which gather every
+        scan of this connection so far (read them before any file is scanned again). DuckDB
+        reports a ragged line once per missing (or surplus) column: keep the first error of
+        each line (for a short line, the one naming its field count)."""
+        return self.con.sql(
+            "SELECT bp.ledger_id, e.line, 'malformed CSV line ' || e.line || ': ' "
+            "|| arg_min(e.error_message, e.column_idx) || ': ' "
+            "|| left(trim(min(e.csv_line), chr(10) || chr(13)), 200) AS reject_reason "
+            "FROM reject_errors e JOIN reject_scans s USING (scan_id, file_id) "
+            "JOIN batch_paths bp ON bp.path = s.file_path "
+            "GROUP BY bp.ledger_id, e.line ORDER BY 1, 2"
+        ).to_arrow_table()
 
     def _counts(self, rows_dir: Path, malformed: pa.Table) -> dict[int, FileCounts]:
         tally: dict[int, list[int]] = {}

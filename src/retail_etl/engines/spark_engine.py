@@ -2,10 +2,11 @@
 
 One Spark job does the heavy work: a CSV read per header layout (explicit all-text schema by
 position, PERMISSIVE with a corrupt-record column), unioned, then the shared rows.sql (dimension
-tables broadcast) and one partitioned Parquet write. Lines the CSV reader cannot split into the
-header's columns ride along as kind=malformed rows, so nothing is read twice and nothing is
-dropped. Counts, malformed lines and the mart contributions (shared SQL, GROUP BY) then read back
-only the Parquet they need and reach the driver as Arrow.
+tables broadcast) and one partitioned Parquet write of the lake's files. Rejected rows and the
+lines the CSV reader cannot split into the header's columns (kind=malformed) leave a trace in
+that write; only the files with traces are read again for their raw values and reasons, so
+nothing is dropped. Counts, malformed lines and the mart contributions (shared SQL, GROUP BY)
+read back only the Parquet they need and reach the driver as Arrow.
 
 Where Spark's CSV parser (univocity) and DuckDB's disagree on broken input, see the README
 ("Engines: DuckDB or Spark"): blank lines do not count in Spark's line numbers, a CRLF inside a
@@ -36,7 +37,9 @@ from pyspark.sql.types import StringType, StructField, StructType
 from retail_etl import sql
 from retail_etl.config import EngineSettings
 from retail_etl.engines.base import (
+    LAKE_COLUMNS,
     MANDATORY_COLUMNS,
+    REJECTED_COLUMNS,
     BatchFile,
     Dimensions,
     EngineResult,
@@ -176,7 +179,8 @@ class Workspace:
             self.local = (out_dir / "spark").resolve()
             shutil.rmtree(self.local, ignore_errors=True)
             self.root = "file:" + str(self.local)
-        self.rows = f"{self.root}/rows"
+        self.rows = f"{self.root}/rows"  # pass 1: the lake's files, traces of rejected rows
+        self.rejected = f"{self.root}/rejected"  # pass 2: rejected rows and malformed lines
         jvm = spark.sparkContext._jvm
         assert jvm is not None
         self._path = jvm.org.apache.hadoop.fs.Path
@@ -184,14 +188,14 @@ class Workspace:
             spark.sparkContext._jsc.hadoopConfiguration()
         )
 
-    def stage(self, batch: list[BatchFile]) -> list[tuple[str, tuple[str, ...]]]:
+    def stage(self, batch: list[BatchFile], under: str = "in") -> list[tuple[str, tuple[str, ...]]]:
         """Place the files, one folder per header layout: [(folder URI, columns)]."""
         layouts: dict[tuple[str, ...], list[BatchFile]] = {}
         for item in batch:
             layouts.setdefault(item.columns, []).append(item)
         groups = []
         for index, (columns, files) in enumerate(layouts.items()):
-            folder = f"in/layout-{index}"
+            folder = f"{under}/layout-{index}"
             for item in files:
                 name = (
                     f"{item.ledger_id}.csv.gz"
@@ -222,13 +226,13 @@ class Workspace:
         """Bring kind=valid and kind=rejected (the engine seam's layout) to rows_dir."""
         shutil.rmtree(rows_dir, ignore_errors=True)
         rows_dir.mkdir(parents=True)
-        for kind in ("kind=valid", "kind=rejected"):
+        for folder, kind in (("rows", "kind=valid"), ("rejected", "kind=rejected")):
             if self.local is not None:
-                source = self.local / "rows" / kind
+                source = self.local / folder / kind
                 if source.exists():
                     os.replace(source, rows_dir / kind)
             else:
-                source = self._path(f"{self.rows}/{kind}")
+                source = self._path(f"{self.root}/{folder}/{kind}")
                 if self._fs.exists(source):
                     self._fs.copyToLocalFile(
                         False, source, self._path("file:" + str(rows_dir)), True
@@ -395,27 +399,53 @@ class SparkEngine:
         rows_dir: Path,
     ) -> EngineResult:
         spark = self.spark
-        groups = workspace.stage(batch)
         self._tune(batch)
         self.register(batch, dims)
-        raw_rows(spark, groups).createOrReplaceTempView("raw_rows")
-        rows = spark.sql(sql.render("rows", "spark", run_id=int(run_id), malformed_lines=True))
-        rows.write.mode("overwrite").partitionBy(*PARTITIONS).parquet(workspace.rows)
+        rows_sql = sql.render("rows", "spark", run_id=int(run_id), malformed_lines=True)
 
-        written = spark.read.schema(rows.schema).parquet(_glob_escaped(workspace.rows))
+        # Pass 1 writes the lake's files; rejected rows and malformed lines leave traces.
+        raw_rows(spark, workspace.stage(batch)).createOrReplaceTempView("raw_rows")
+        lake = spark.sql(rows_sql).select(*PARTITIONS, *LAKE_COLUMNS)
+        lake.write.mode("overwrite").partitionBy(*PARTITIONS).parquet(workspace.rows)
+        written = spark.read.schema(lake.schema).parquet(_glob_escaped(workspace.rows))
         written.where("kind = 'valid'").createOrReplaceTempView("valid_rows")
         customers = _to_arrow(spark.sql(sql.render("customers_data_mart", "spark")))
         sales_team = _to_arrow(spark.sql(sql.render("sales_team_data_mart", "spark")))
         tally = _to_arrow(written.groupBy("_ledger", "kind").count())
-        malformed = _to_arrow(
-            written.where("kind = 'malformed'")
-            .select(
-                F.col("_ledger").alias("ledger_id"),
-                F.regexp_extract("reject_reason", MALFORMED_LINE, 1).cast("bigint").alias("line"),
-                "reject_reason",
-            )
-            .orderBy("ledger_id", "line")
+
+        # Pass 2, over the few files with traces: raw values, reasons, malformed lines.
+        rejecting = {int(row["_ledger"]) for row in tally.to_pylist() if row["kind"] != "valid"}
+        malformed = pa.table(
+            {
+                "ledger_id": pa.array([], pa.int64()),
+                "line": pa.array([], pa.int64()),
+                "reject_reason": pa.array([], pa.string()),
+            }
         )
+        if rejecting:
+            files = [item for item in batch if item.ledger_id in rejecting]
+            raw_rows(spark, workspace.stage(files, "again")).createOrReplaceTempView("raw_rows")
+            rejected = (
+                spark.sql(rows_sql)
+                .where("kind <> 'valid'")
+                .select("kind", "_ledger", *REJECTED_COLUMNS)
+            )
+            rejected.write.mode("overwrite").partitionBy("kind", "_ledger").parquet(
+                workspace.rejected
+            )
+            malformed = _to_arrow(
+                spark.read.schema(rejected.schema)
+                .parquet(_glob_escaped(workspace.rejected))
+                .where("kind = 'malformed'")
+                .select(
+                    F.col("_ledger").cast("bigint").alias("ledger_id"),
+                    F.regexp_extract("reject_reason", MALFORMED_LINE, 1)
+                    .cast("bigint")
+                    .alias("line"),
+                    "reject_reason",
+                )
+                .orderBy("ledger_id", "line")
+            )
         workspace.fetch_rows(rows_dir)
         return EngineResult(rows_dir, customers, sales_team, malformed, _counts(tally))
 
