@@ -169,31 +169,32 @@ class _Shape:
     def feed(self, data: bytes) -> None:
         arr = np.frombuffer(data, dtype=np.uint8)
         ends = np.flatnonzero(arr == _LF)
-        comma_at = np.flatnonzero(arr == _COMMA)
-        quote_at = np.flatnonzero(arr == _QUOTE)
+        commas = arr == _COMMA
+        quotes = arr == _QUOTE
         carry_commas, carry_quotes, carry_bytes = self.carry
         if not len(ends):
             self.carry = (
-                carry_commas + len(comma_at),
-                carry_quotes + len(quote_at),
+                carry_commas + int(np.count_nonzero(commas)),
+                carry_quotes + int(np.count_nonzero(quotes)),
                 carry_bytes + len(arr),
             )
             return
-        # how many commas (quotes) come before each line end, then per line
-        commas_before = np.searchsorted(comma_at, ends)
-        quotes_before = np.searchsorted(quote_at, ends)
-        line_commas = np.diff(commas_before, prepend=0)
+        # Commas (quotes) per line: sums over each line's bytes, its LF included. The last
+        # segment runs to the end of the data; what follows the last LF is carried over.
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        tail = int(ends[-1]) + 1
+        tail_commas = int(np.count_nonzero(commas[tail:]))
+        tail_quotes = int(np.count_nonzero(quotes[tail:]))
+        line_commas = np.add.reduceat(commas, starts, dtype=np.int64)
         line_commas[0] += carry_commas
-        line_quotes = np.diff(quotes_before, prepend=0)
+        line_commas[-1] -= tail_commas
+        line_quotes = np.add.reduceat(quotes, starts, dtype=np.int64)
         line_quotes[0] += carry_quotes
+        line_quotes[-1] -= tail_quotes
         lengths = np.diff(ends, prepend=-1)
         lengths[0] += carry_bytes
         self._lines(line_commas, line_quotes, lengths)
-        self.carry = (
-            len(comma_at) - int(commas_before[-1]),
-            len(quote_at) - int(quotes_before[-1]),
-            len(arr) - 1 - int(ends[-1]),
-        )
+        self.carry = (tail_commas, tail_quotes, len(arr) - tail)
 
     def _lines(self, line_commas: np.ndarray, line_quotes: np.ndarray, lengths: np.ndarray) -> None:
         first = self.lines + 1
