@@ -335,7 +335,7 @@ def run_bench(
         v.name: v.totals["customer_total"] for v in variants if "customer_total" in v.totals
     }
     day1 = by_name["retail-etl-duckdb"]
-    results = {
+    results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": machine(),
         "input": {

@@ -13,8 +13,9 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, or_, select, update
 
 from retail_etl.warehouse import Warehouse
 from retail_etl.warehouse.schema import product_staging_table as t
@@ -42,7 +43,7 @@ def _now() -> datetime:
     return datetime.now().replace(microsecond=0)
 
 
-def _row(record) -> LedgerRow:  # type: ignore[no-untyped-def]
+def _row(record: Any) -> LedgerRow:
     return LedgerRow(
         id=record.id,
         file_name=record.file_name,
@@ -81,7 +82,7 @@ def register(
                 last_run_id=run_id,
             )
         )
-        new_id = result.inserted_primary_key[0]
+        new_id = int(result.inserted_primary_key[0])  # type: ignore[index]
         rows.append(LedgerRow(new_id, file_name, ACTIVE, run_id, size, None, None, None))
     return rows
 
@@ -94,8 +95,8 @@ def touch(conn: Connection, ids: list[int], run_id: int) -> None:
 
 
 def set_pending(
-    conn: Connection, ledger_id: int, pending_status: str, dest_key: str | None, **values
-) -> None:  # type: ignore[no-untyped-def]
+    conn: Connection, ledger_id: int, pending_status: str, dest_key: str | None, **values: Any
+) -> None:
     conn.execute(
         update(t)
         .where(t.c.id == ledger_id)
@@ -110,7 +111,7 @@ def finish(conn: Connection, ledger_id: int, status: str, message: str | None = 
     conn.execute(update(t).where(t.c.id == ledger_id).values(**values))
 
 
-def _counts_as_processed():  # type: ignore[no-untyped-def]
+def _counts_as_processed() -> ColumnElement[bool]:
     """Rows whose content is (or is about to be) in the marts and not replaced since."""
     return and_(
         or_(t.c.status == DONE, and_(t.c.status == ACTIVE, t.c.pending_status == DONE)),

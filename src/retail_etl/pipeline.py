@@ -136,7 +136,7 @@ def _start_run(warehouse: Warehouse, engine: str) -> int:
         result = conn.execute(
             insert(run_log).values(started_at=datetime.now(), outcome="running", engine=engine)
         )
-        return int(result.inserted_primary_key[0])
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
 
 
 def _record_run(warehouse: Warehouse, summary: RunSummary) -> None:
@@ -250,6 +250,7 @@ def _triage(
         current = ledger.processed_by_name(conn, [f.row.file_name for f in fetched])
         for item in fetched:
             row, check = item.row, item.check
+            message: str | None
             if check is None or item.local_path is None:
                 message = "object vanished from landing before it was processed"
                 ledger.finish(conn, row.id, ledger.QUARANTINED, message)

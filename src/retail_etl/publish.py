@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 from sqlalchemy import delete, select
@@ -129,7 +130,7 @@ def write_rejected(
     return written
 
 
-def _original_values(item: BatchFile, row: dict) -> list[str | None]:  # type: ignore[type-arg]
+def _original_values(item: BatchFile, row: dict[str, Any]) -> list[str | None]:
     extras = iter(row.get("extra_values") or [])
     values = []
     for name in item.columns:
@@ -181,7 +182,7 @@ def commit_batch(
             months = months_by_file[item.ledger_id]
             if item.ledger_id in corrections:
                 months |= old_months
-            old_id = corrections.get(item.ledger_id)
+            replaced = corrections.get(item.ledger_id)
             ledger.set_pending(
                 conn,
                 item.ledger_id,
@@ -192,7 +193,7 @@ def commit_batch(
                 rows_valid=counts.rows_valid if counts else 0,
                 rows_rejected=counts.rows_rejected if counts else 0,
                 affected_months=",".join(sorted(months)),
-                message=f"correction of file id {old_id}" if old_id else None,
+                message=f"correction of file id {replaced}" if replaced else None,
             )
     return marts.MartChanges(
         changes.customer_rows,

@@ -13,7 +13,7 @@ from retail_etl.warehouse.schema import run_log
 
 def collect(warehouse: Warehouse, runs: int = 10, files: int = 20) -> dict[str, Any]:
     with warehouse.begin() as conn:
-        by_status = dict(
+        by_status: dict[str, int] = dict(
             conn.execute(
                 select(staging.c.status, func.count()).group_by(staging.c.status)
             ).fetchall()

@@ -32,9 +32,9 @@ def open_engine(settings: EngineSettings, name: str | None = None) -> Engine:
 
         return DuckDBEngine(settings)
     if chosen == "spark":
-        from retail_etl.engines.spark_engine import SparkEngine  # type: ignore[import-not-found]
+        from retail_etl.engines.spark_engine import SparkEngine
 
-        return SparkEngine(settings)  # type: ignore[no-any-return]
+        return SparkEngine(settings)
     from retail_etl.errors import ConfigError
 
     raise ConfigError(f"unknown engine {chosen!r}: use duckdb or spark")

@@ -9,7 +9,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -97,7 +97,7 @@ class LocalFolderStore:
             with self._errors("read", key):
                 raise
 
-    def _atomic_write(self, key: str, write) -> None:  # type: ignore[no-untyped-def]
+    def _atomic_write(self, key: str, write: Callable[[BinaryIO], object]) -> None:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=_temporaries_of(target), dir=target.parent)

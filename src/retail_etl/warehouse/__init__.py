@@ -18,6 +18,7 @@ import pyarrow as pa
 from sqlalchemy import (
     Connection,
     Engine,
+    Executable,
     Select,
     Table,
     create_engine,
@@ -150,17 +151,17 @@ class Warehouse:
             if self.dialect == "sqlite":
                 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-                stmt = sqlite_insert(table)
-                stmt = stmt.on_conflict_do_update(
+                lite = sqlite_insert(table)
+                stmt: Executable = lite.on_conflict_do_update(
                     index_elements=keys,
-                    set_={c: stmt.excluded[c] for c in chunk[0] if c not in keys},
+                    set_={c: lite.excluded[c] for c in chunk[0] if c not in keys},
                 )
             else:
                 from sqlalchemy.dialects.mysql import insert as mysql_insert
 
-                stmt = mysql_insert(table)
-                stmt = stmt.on_duplicate_key_update(
-                    {c: stmt.inserted[c] for c in chunk[0] if c not in keys}
+                mine = mysql_insert(table)
+                stmt = mine.on_duplicate_key_update(
+                    {c: mine.inserted[c] for c in chunk[0] if c not in keys}
                 )
             conn.execute(stmt, list(chunk))
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     CHAR,
     BigInteger,
@@ -22,7 +24,11 @@ MONEY = Numeric(18, 2, asdecimal=True)
 PRICE = Numeric(12, 2, asdecimal=True)
 
 metadata = MetaData()
-_mysql = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+_mysql: dict[str, Any] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+}
 
 # --- dimensions (maintained by other systems) -------------------------------------------
 customer = Table(
