@@ -22,8 +22,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-TABLE_START = "<!-- bench:table:start -->"
-TABLE_END = "<!-- bench:table:end -->"
+
+def _markers(section: str) -> tuple[str, str]:
+    """Where a run's table goes in the Markdown: each section is regenerated on its own."""
+    return f"<!-- bench:{section}:start -->", f"<!-- bench:{section}:end -->"
+
+
 BYTES_PER_ROW = 64  # about what `generate` writes per row
 
 
@@ -50,6 +54,7 @@ class Variant:
             "name": self.name,
             "description": self.description,
             "runs": len(self.seconds),
+            "seconds": [round(value, 2) for value in self.seconds],
             "best_s": round(self.best, 2),
             "median_s": round(self.median, 2),
             "mb_per_s": round(self.input_mb / self.best, 1),
@@ -193,7 +198,9 @@ class Bench:
             seconds, rss, out = measure([sys.executable, "-c", code, *map(str, csvs)], self.root)
             variant.seconds.append(seconds)
             variant.peak_rss_mb.append(rss)
-        variant.totals = {"all_rows_total": json.loads(out)[1]}
+        # DuckDB sums the auto-detected column as a double: to the cent it is exact here
+        total = Decimal(json.loads(out)[1]).quantize(Decimal("0.01"))
+        variant.totals = {"all_rows_total": str(total)}
 
     def textbook(self, csvs: list[Path], variant: Variant, script: Path) -> None:
         for attempt in range(self.repeats):
@@ -298,6 +305,7 @@ def run_bench(
     history_fraction: float,
     results_path: Path,
     markdown_path: Path | None,
+    section: str = "table",
 ) -> dict[str, Any]:
     bench = Bench(root, gb, files, repeats, customers)
     csvs = bench.prepare()
@@ -363,7 +371,7 @@ def run_bench(
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.write_text(json.dumps(results, indent=2))
     if markdown_path is not None:
-        update_markdown(markdown_path, results)
+        update_markdown(markdown_path, results, section)
     return results
 
 
@@ -389,6 +397,8 @@ def table(results: dict[str, Any]) -> str:
         "",
         f"Mart totals agree to the cent across variants: **{checks['mart_totals_agree']}** "
         f"({', '.join(f'{k}: {v}' for k, v in checks['mart_totals'].items())}).",
+        "The floor's sum over every row equals the marts' totals (no row lost or counted twice): "
+        f"**{checks['floor_total_equals_marts']}**.",
         f"Day 30 / day 1 (median): **{checks['day30_over_day1']}**.",
     ]
     if "spark_speedup_over_textbook" in checks:
@@ -409,13 +419,14 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_markdown(path: Path, results: dict[str, Any]) -> None:
-    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{TABLE_START}\n{TABLE_END}\n"
-    if TABLE_START not in text:
-        text += f"\n{TABLE_START}\n{TABLE_END}\n"
-    head, rest = text.split(TABLE_START, 1)
-    _old, tail = rest.split(TABLE_END, 1)
-    path.write_text(f"{head}{TABLE_START}\n{table(results)}\n{TABLE_END}{tail}")
+def update_markdown(path: Path, results: dict[str, Any], section: str = "table") -> None:
+    start, end = _markers(section)
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if start not in text:
+        text += f"\n{start}\n{end}\n"
+    head, rest = text.split(start, 1)
+    _old, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{table(results)}\n{end}{tail}")
 
 
 __all__ = ["run_bench", "asdict"]

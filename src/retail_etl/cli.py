@@ -373,6 +373,9 @@ def bench(
     markdown: Annotated[Path, typer.Option(help="Markdown whose table is regenerated")] = Path(
         "BENCHMARKS.md"
     ),
+    section: Annotated[
+        str, typer.Option(help="Which table of the Markdown (e.g. one per input size)")
+    ] = "table",
 ) -> None:
     """Measure the floor, textbook Spark, both engines and day 30 on the same files."""
     from retail_etl.bench import run_bench, table
@@ -388,6 +391,7 @@ def bench(
         history_fraction,
         results,
         markdown,
+        section,
     )
     out.print(table(outcome))
 

@@ -1,0 +1,45 @@
+"""`retail-etl bench` as `make bench` runs it, on a tiny input and without Spark (the Spark
+variants run the same engine code the Spark tests cover): every variant measured, the marts of
+every variant equal to the floor's sum to the cent, and the Markdown section regenerated
+without touching the rest of the file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_bench_measures_each_variant_and_checks_their_totals(tmp_path: Path) -> None:
+    markdown = tmp_path / "BENCHMARKS.md"
+    markdown.write_text(
+        "# Benchmarks\n\nintro\n\n<!-- bench:tiny:start -->\nold\n<!-- bench:tiny:end -->\n"
+        "\nprofile notes\n"
+    )
+    results = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "retail_etl", "bench", "--gb", "0.002", "--files", "2",
+         "--repeats", "2", "--no-spark", "--history-fraction", "0.5",
+         "--workdir", str(tmp_path / "work"), "--results", str(results),
+         "--markdown", str(markdown), "--section", "tiny"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+    outcome = json.loads(results.read_text())
+    variants = {v["name"]: v for v in outcome["variants"]}
+    assert list(variants) == ["floor", "retail-etl-duckdb", "day30-duckdb"]
+    for variant in variants.values():
+        assert len(variant["seconds"]) == 2 and variant["best_s"] <= variant["median_s"]
+        assert variant["peak_rss_mb"] > 0 and variant["mb_per_s"] > 0
+    assert variants["floor"]["ratio_to_floor"] == 1.0
+    assert set(variants["retail-etl-duckdb"]["stage_seconds"]) >= {"download", "enrich"}
+    checks = outcome["checks"]
+    assert checks["mart_totals_agree"] and checks["floor_total_equals_marts"]
+    assert checks["day30_over_day1"] > 0
+
+    text = markdown.read_text()
+    assert "old" not in text and "intro" in text and "profile notes" in text
+    assert "| retail-etl-duckdb |" in text and "| day30-duckdb |" in text
+    assert "every row equals the marts' totals (no row lost or counted twice): **True**" in text
