@@ -120,3 +120,23 @@ def test_objects_found_recursively_under_landing(env: Env) -> None:
     env.run()
     assert only_file(env)["file_name"] == "2024/03/05/deep.csv"
     assert only_file(env)["status"] == "I"
+
+
+def test_commas_inside_quotes_do_not_make_a_large_file_look_broken() -> None:
+    """A product name with a comma ("Bread, Wholemeal") on every line is a normal file: the
+    streaming count must not take those lines for extra fields and fall back to parsing the
+    whole file in Python (which made a 1 GB day spend 16 s validating). The data arrives in
+    chunks that end inside quoted values."""
+    from retail_etl.validate import _Shape
+
+    line = b'1,"Bread, Wholemeal ""large""",2024-03-01\n'
+    data = b"customer_id,product_name,sales_date\n" + line * 200_000 + b"1,2,3,4\n"
+    shape = _Shape()
+    for start in range(0, len(data), 65_537):
+        shape.feed(data[start : start + 65_537])
+
+    def parse_everything() -> str:
+        raise AssertionError("the fast count should have been enough")
+
+    assert shape.finish(parse_everything) is None
+    assert shape.irregular == (1, 200_002)  # the one real extra field, on its line
