@@ -68,6 +68,8 @@ def test_known_rows_give_exact_marts_lake_and_quarantine(env: Env, tmp_path: Pat
     # The lake's columns (SPEC section 7), not the engine's work columns of rejected rows.
     assert lake_columns(env, tmp_path) == {LAKE_COLUMNS}
     assert {"customer_full_name", "store_address", "source_file", "run_id"} <= set(LAKE_COLUMNS)
+    assert not {"reject_reason", "extra_values"} & set(LAKE_COLUMNS)
+    assert not [name for name in LAKE_COLUMNS if name.startswith("raw_")]
     storage = env.settings.storage
     assert keys(env, env.landing) == []
     archived = f"{storage.archive_prefix}run-{summary.run_id}/2024-03-01/a.csv"

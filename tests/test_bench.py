@@ -40,6 +40,6 @@ def test_bench_measures_each_variant_and_checks_their_totals(tmp_path: Path) -> 
     assert checks["day30_over_day1"] > 0
 
     text = markdown.read_text()
-    assert "old" not in text and "intro" in text and "profile notes" in text
+    assert "start -->\nold\n" not in text and "intro" in text and "profile notes" in text
     assert "| retail-etl-duckdb |" in text and "| day30-duckdb |" in text
     assert "every row equals the marts' totals (no row lost or counted twice): **True**" in text

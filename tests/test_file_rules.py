@@ -140,3 +140,22 @@ def test_commas_inside_quotes_do_not_make_a_large_file_look_broken() -> None:
 
     assert shape.finish(parse_everything) is None
     assert shape.irregular == (1, 200_002)  # the one real extra field, on its line
+
+
+def test_a_quote_in_the_middle_of_a_field_does_not_hide_commas_from_the_check() -> None:
+    """The engines read a quote that does not open a field as text: the commas after it are
+    real separators, so the streaming check must not trust its quote-aware count and has the
+    file parsed exactly."""
+    from retail_etl.validate import _Shape
+
+    data = b"customer_id,product_name,sales_date\n" + b'1,a"b,' + b"x," * 5_000 + b'c"d,3\n'
+    shape = _Shape()
+    shape.feed(data)
+    parsed = []
+
+    def parse_everything() -> tuple[int, int, int]:
+        parsed.append(True)
+        return (0, 0, 0)
+
+    shape.finish(parse_everything)
+    assert parsed

@@ -51,6 +51,7 @@ def load_dimensions(warehouse: Warehouse) -> Dimensions:
         product=products.filter(pc.is_valid(products["name"]))
         .group_by("name")
         .aggregate([("id", "max")])
+        .select(["name", "id_max"])
         .rename_columns(["product_name", "product_id"]),
     )
 

@@ -146,8 +146,10 @@ class _Shape:
 
     The fast count is per physical line; a comma after an odd number of quotes (inside a
     quoted field, e.g. "Bread, Wholemeal") does not count. Only when it exceeds the budget,
-    or a line has an odd number of quotes (a quoted field going on over lines, a quote never
-    closed, a stray quote), is the file parsed as CSV to decide exactly: in Python, about
+    when a line has an odd number of quotes (a quoted field going on over lines, a quote never
+    closed), or when a quote opens anywhere but at the start of a field (the engines read it
+    as text, so the parity would hide real commas), is the file parsed as CSV to decide
+    exactly: in Python, about
     25x slower than the count, so a product name with a comma must not send every large file
     there.
     """
@@ -163,6 +165,8 @@ class _Shape:
         self.quotes = 0
         self.irregular = (0, 0)  # lines with more or fewer fields than the header, first one
         self.quote_parity = 0  # quotes seen so far, mod 2: 1 inside a quoted field
+        self.stray_quotes = False  # a quote opening in the middle of a field
+        self.last_byte = _LF  # before the data: the file starts a field
 
     @property
     def hopeless(self) -> bool:
@@ -174,11 +178,19 @@ class _Shape:
         ends = np.flatnonzero(arr == _LF)
         commas = arr == _COMMA
         quotes = arr == _QUOTE
-        if quotes.any():
+        if self.quote_parity or quotes.any():
             # uint8 wraps at 256, which keeps the parity; "" inside a value flips it twice
             inside = (np.cumsum(quotes, dtype=np.uint8) + self.quote_parity) & 1
+            opening = np.flatnonzero(quotes & (inside == 1))
+            if len(opening) and not self.stray_quotes:
+                before = arr[np.maximum(opening - 1, 0)]
+                if opening[0] == 0:
+                    before[0] = self.last_byte
+                self.stray_quotes = not bool(np.isin(before, (_COMMA, _LF)).all())
             commas &= inside == 0
             self.quote_parity = int(inside[-1])
+        if len(arr):
+            self.last_byte = int(arr[-1])
         carry_commas, carry_quotes, carry_bytes = self.carry
         if not len(ends):
             self.carry = (
@@ -239,7 +251,7 @@ class _Shape:
         if self.worst[0] > MAX_COLUMNS:
             _off, line, found = self.worst
             return f"broken CSV structure: line {line} has {found} fields, the header {fields}"
-        if self.cost <= STRUCTURE_BUDGET and not self.odd_quotes:
+        if self.cost <= STRUCTURE_BUDGET and not self.odd_quotes and not self.stray_quotes:
             return None
         if self.quotes:  # the fast count may be wrong: parse the file
             counted = exact()

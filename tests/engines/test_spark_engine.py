@@ -9,6 +9,7 @@ import gzip
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from helpers import customer_mart_rows, keys, ledger, object_bytes, team_mart
 from spark_support import LOCAL_ENGINE, QUICK_JVM, spark_missing, standalone_cluster
 
 import retail_etl
+from retail_etl.engines import LAKE_COLUMNS
 
 pytestmark = pytest.mark.slow
 
@@ -285,6 +287,9 @@ def test_spark_and_duckdb_leave_identical_results(request, tmp_path) -> None:
         "quantity is not greater than 0",
     ]
     assert len(expected["lake"][1]) == 3 + 3 + 7 + 1  # store1 corrected, store2, store34, day 2
+    # one schema, the lake's columns only (the parity below makes it Spark's too)
+    (lake_schema,) = expected["lake"][0]
+    assert re.findall(r"(\w+): ", lake_schema) == list(LAKE_COLUMNS)
     for seller in (6, 7):  # tied top sellers of store 3: both get 1% of 10.50, half-up
         assert (
             f"((3, {seller}, '2024-04'), (Decimal('10.50'), Decimal('0.11')))" in expected["team"]

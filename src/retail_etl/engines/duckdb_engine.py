@@ -64,7 +64,7 @@ def raw_rows_select(batch: list[BatchFile]) -> str:
 
 
 FILES_PER_QUERY = 16
-ENUM_MAX_VALUES = 10_000
+ENUM_MAX_ROWS = 10_000
 
 
 class DuckDBEngine:
@@ -96,18 +96,16 @@ class DuckDBEngine:
         but writes an ENUM as dictionary codes (1.9x faster end to end with 40 customers).
         Building the type for a million customers would cost more than it saves."""
         self._lookups += 1
+        if table.num_rows > ENUM_MAX_ROWS:
+            self.con.register(name, table)  # as it is, without a copy
+            return
         source = f"{name}_arrow"
         self.con.register(source, table)
         columns = []
         for index, column in enumerate(table.schema):
             quoted = f'"{column.name}"'
             values = table.column(index)
-            if (
-                index > 0
-                and pa.types.is_string(column.type)
-                and table.num_rows <= ENUM_MAX_VALUES
-                and values.null_count < len(values)
-            ):
+            if index > 0 and pa.types.is_string(column.type) and values.null_count < len(values):
                 enum = f"{name}_{index}_{self._lookups}"
                 self.con.execute(
                     f"CREATE TYPE {enum} AS ENUM "
@@ -152,7 +150,9 @@ class DuckDBEngine:
         try:
             self._register(batch, dims)
             rows = sql.render("rows", "duckdb", run_id=int(run_id))
-            # Pass 1 writes the lake's files; rejected rows only leave a trace per file there.
+            # Pass 1 writes the lake's files. Rejected rows go along with the lake's columns
+            # (under kind=rejected) only to show which files have any; that folder is then
+            # replaced by pass 2's.
             self._copy(
                 batch,
                 f"SELECT kind, sales_month, store_id, _ledger, {', '.join(LAKE_COLUMNS)} "
@@ -161,17 +161,17 @@ class DuckDBEngine:
                 "kind, sales_month, store_id, _ledger",
             )
             malformed = self._malformed()
-            counts = self._counts(rows_dir, malformed)
-            traces = rows_dir / "kind=rejected"
-            rejecting = {int(p.name.split("=")[1]) for p in traces.glob("*/*/_ledger=*")}
-            shutil.rmtree(traces, ignore_errors=True)
+            counts = self._counts(rows_dir, malformed)  # before pass 1's rejected rows go
+            rejected_dir = rows_dir / "kind=rejected"
+            rejecting = {int(p.name.split("=")[1]) for p in rejected_dir.glob("*/*/_ledger=*")}
+            shutil.rmtree(rejected_dir, ignore_errors=True)
             # Pass 2, over the few files with rejected rows: their raw values and reasons.
             with_rejects = [b for b in batch if b.ledger_id in rejecting]
             self._copy(
                 with_rejects,
                 f"SELECT _ledger, {', '.join(REJECTED_COLUMNS)} FROM ({rows}) "
                 "WHERE kind = 'rejected'",
-                traces,
+                rejected_dir,
                 "_ledger",
             )
             valid_glob = rows_dir / "kind=valid" / "**" / "*.parquet"

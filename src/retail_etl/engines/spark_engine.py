@@ -403,7 +403,8 @@ class SparkEngine:
         self.register(batch, dims)
         rows_sql = sql.render("rows", "spark", run_id=int(run_id), malformed_lines=True)
 
-        # Pass 1 writes the lake's files; rejected rows and malformed lines leave traces.
+        # Pass 1 writes the lake's files; rejected rows and malformed lines go along (under
+        # their kind) only to show which files have any.
         raw_rows(spark, workspace.stage(batch)).createOrReplaceTempView("raw_rows")
         lake = spark.sql(rows_sql).select(*PARTITIONS, *LAKE_COLUMNS)
         lake.write.mode("overwrite").partitionBy(*PARTITIONS).parquet(workspace.rows)

@@ -6,8 +6,8 @@
 -- Output: one row per input row; kind = 'valid' rows are enriched, 'rejected' rows keep their
 -- raw values and say why in reject_reason.
 -- malformed_lines (Spark): raw_rows also carries the lines the CSV reader could not split into
--- the header's columns, with malformed_reason set; they come out as kind = 'malformed' so one
--- pass over the files yields everything. DuckDB's reader sets such lines aside itself.
+-- the header's columns, with malformed_reason set; they come out as kind = 'malformed', so the
+-- same passes over the files yield them. DuckDB's reader sets such lines aside itself.
 {%- set malformed_lines = malformed_lines | default(false) %}
 {%- macro is_empty(col) -%}
 ({{ col }} IS NULL OR trim({{ col }}) = '')
