@@ -186,7 +186,8 @@ class _Shape:
                 before = arr[np.maximum(opening - 1, 0)]
                 if opening[0] == 0:
                     before[0] = self.last_byte
-                self.stray_quotes = not bool(np.isin(before, (_COMMA, _LF)).all())
+                # after a quote: the second of a doubled quote ("") inside a quoted value
+                self.stray_quotes = not bool(np.isin(before, (_COMMA, _LF, _QUOTE)).all())
             commas &= inside == 0
             self.quote_parity = int(inside[-1])
         if len(arr):
