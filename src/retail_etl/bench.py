@@ -190,7 +190,7 @@ class Bench:
 
     def floor(self, csvs: list[Path], variant: Variant) -> None:
         code = (
-            "import duckdb,sys,json;c=duckdb.connect();"
+            "import duckdb,sys,json;c=duckdb.connect();c.execute('SET enable_progress_bar=false');"
             "r=c.execute('SELECT count(*), sum(total_cost) FROM read_csv($1, "
             "types={\\'total_cost\\': \\'DECIMAL(18,2)\\'})',"
             "[sys.argv[1:]]).fetchone();print(json.dumps([r[0], str(r[1])]))"

@@ -57,6 +57,7 @@ def compute(rows_dir: Path) -> DailyAggregates:
         return DailyAggregates()
     path = str(valid / "**" / "*.parquet").replace("'", "''")
     con = duckdb.connect(config={"threads": 2})
+    con.execute("SET enable_progress_bar = false")  # stdout is run --json's
     try:
         con.execute(
             "CREATE TEMP VIEW v AS SELECT CAST(_ledger AS BIGINT) AS ledger_id, "

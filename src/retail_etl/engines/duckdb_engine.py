@@ -85,6 +85,8 @@ class DuckDBEngine:
             }
         )
 
+        # A statement over ~2 s would print a progress bar on stdout (run --json's output).
+        self.con.execute("SET enable_progress_bar = false")
         self._lookups = 0
 
     def close(self) -> None:
