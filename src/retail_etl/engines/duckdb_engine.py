@@ -63,8 +63,27 @@ def raw_rows_select(batch: list[BatchFile]) -> str:
     return "\nUNION ALL\n".join(selects)
 
 
+# Every per-file scan holds its own read buffers (64 MB each with a 4 MB max_line_size) until
+# its query ends: eight 1.9 GB files in one query ran out of a 1 GB memory_limit. A query
+# takes up to FILES_PER_QUERY files and, past the first, up to BYTES_PER_QUERY of them.
 FILES_PER_QUERY = 16
+BYTES_PER_QUERY = 1 << 30
 ENUM_MAX_ROWS = 10_000
+
+
+def _queries(files: list[BatchFile]) -> list[list[BatchFile]]:
+    """The files in groups of at most FILES_PER_QUERY and BYTES_PER_QUERY (one file alone may
+    be larger)."""
+    groups: list[list[BatchFile]] = []
+    size = 0
+    for item in files:
+        bytes_ = item.local_path.stat().st_size
+        if not groups or len(groups[-1]) >= FILES_PER_QUERY or size + bytes_ > BYTES_PER_QUERY:
+            groups.append([])
+            size = 0
+        groups[-1].append(item)
+        size += bytes_
+    return groups
 
 
 class DuckDBEngine:
@@ -196,11 +215,8 @@ class DuckDBEngine:
         return EngineResult(rows_dir, customers, sales_team, malformed, counts)
 
     def _copy(self, files: list[BatchFile], select: str, target: Path, partitions: str) -> None:
-        """select (over raw_rows) into partitioned Parquet, FILES_PER_QUERY files at a time:
-        every per-file scan holds its own buffers (large for files with huge lines) until its
-        query ends."""
-        for start in range(0, len(files), FILES_PER_QUERY):
-            chunk = files[start : start + FILES_PER_QUERY]
+        """select (over raw_rows) into partitioned Parquet, a few files per query."""
+        for chunk in _queries(files):
             self.con.execute(f"CREATE OR REPLACE TEMP VIEW raw_rows AS {raw_rows_select(chunk)}")
             self.con.execute(
                 f"COPY ({select}) TO {_literal(str(target))} (FORMAT parquet, "
