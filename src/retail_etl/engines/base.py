@@ -31,15 +31,10 @@ MANDATORY_COLUMNS = (
     "total_cost",
 )
 
-# The columns of rows.sql's output each part of the layout keeps.
+# The columns of rows.sql's output each part of the layout keeps. The lake has every mandatory
+# column but store_id, which its path carries (sales_month is derived, also in the path).
 LAKE_COLUMNS = (
-    "customer_id",
-    "product_name",
-    "sales_date",
-    "sales_person_id",
-    "price",
-    "quantity",
-    "total_cost",
+    *(name for name in MANDATORY_COLUMNS if name != "store_id"),
     "additional_column",
     "customer_full_name",
     "customer_address",
