@@ -159,3 +159,51 @@ def test_a_quote_in_the_middle_of_a_field_does_not_hide_commas_from_the_check() 
 
     shape.finish(parse_everything)
     assert parsed
+
+
+def test_the_streaming_line_count_equals_a_line_by_line_count_whatever_the_chunks() -> None:
+    """The per-line counts behind the broken-line budget (fields off per line, the first
+    irregular line, the longest line), on random CSV-like bytes fed in random pieces, agree
+    with counting each line on its own: commas outside quotes, a quote's parity carried
+    across lines."""
+    import random
+
+    from retail_etl.validate import _ERROR_OVERHEAD, _LINE_KEPT, _Shape
+
+    def by_line(data: bytes) -> tuple[int, tuple[int, int], tuple[int, int]]:
+        lines = data.split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()
+        header_commas = None
+        parity = 0
+        cost, irregular, first, longest = 0, 0, 0, (0, 0)
+        for number, line in enumerate(lines, start=1):
+            length = len(line) + 1
+            commas = 0
+            for byte in line:
+                if byte == ord('"'):
+                    parity ^= 1
+                elif byte == ord(",") and not parity:
+                    commas += 1
+            if length > longest[0]:
+                longest = (length, number)
+            if header_commas is None:
+                header_commas = commas
+                continue
+            off = abs(commas - header_commas)
+            if off and not (commas == 0 and length <= 1):
+                cost += off * (min(length, _LINE_KEPT) + _ERROR_OVERHEAD)
+                irregular += 1
+                first = first or number
+        return cost, (irregular, first), longest
+
+    rng = random.Random(7)
+    for _ in range(500):
+        body = bytes(rng.choice(b'ab,,""\n\n1 ') for _ in range(rng.randint(0, 300)))
+        data = b"a,b,c\n" + body + b"\n"
+        shape = _Shape()
+        step = rng.randint(1, 40)
+        for start in range(0, len(data), step):
+            shape.feed(data[start : start + step])
+        shape.finish(lambda: (0, 0, 0))
+        assert (shape.cost, shape.irregular, shape.longest) == by_line(data), (data, step)

@@ -175,13 +175,19 @@ class _Shape:
 
     def feed(self, data: bytes) -> None:
         arr = np.frombuffer(data, dtype=np.uint8)
-        ends = np.flatnonzero(arr == _LF)
-        commas = arr == _COMMA
-        quotes = arr == _QUOTE
-        if self.quote_parity or quotes.any():
+        # Only commas, quotes and line ends matter (about one byte in five): find them once,
+        # then count on those alone.
+        special = arr == _COMMA
+        special |= arr == _QUOTE
+        special |= arr == _LF
+        where = np.flatnonzero(special)
+        kind = arr[where]
+        commas = kind == _COMMA
+        quotes = kind == _QUOTE
+        if len(where) and (self.quote_parity or quotes.any()):
             # uint8 wraps at 256, which keeps the parity; "" inside a value flips it twice
             inside = (np.cumsum(quotes, dtype=np.uint8) + self.quote_parity) & 1
-            opening = np.flatnonzero(quotes & (inside == 1))
+            opening = where[quotes & (inside == 1)]
             if len(opening) and not self.stray_quotes:
                 before = arr[np.maximum(opening - 1, 0)]
                 if opening[0] == 0:
@@ -193,17 +199,19 @@ class _Shape:
         if len(arr):
             self.last_byte = int(arr[-1])
         carry_commas, carry_quotes, carry_bytes = self.carry
-        if not len(ends):
+        line_ends = np.flatnonzero(kind == _LF)  # positions in `where`
+        if not len(line_ends):
             self.carry = (
                 carry_commas + int(np.count_nonzero(commas)),
                 carry_quotes + int(np.count_nonzero(quotes)),
                 carry_bytes + len(arr),
             )
             return
-        # Commas (quotes) per line: sums over each line's bytes, its LF included. The last
-        # segment runs to the end of the data; what follows the last LF is carried over.
-        starts = np.concatenate(([0], ends[:-1] + 1))
-        tail = int(ends[-1]) + 1
+        # Commas (quotes) per line: sums over each line's special bytes, its LF included (an
+        # empty line's sum is its LF alone: 0). The last segment runs to the end of the data;
+        # what follows the last LF is carried over.
+        starts = np.concatenate(([0], line_ends[:-1] + 1))
+        tail = int(line_ends[-1]) + 1
         tail_commas = int(np.count_nonzero(commas[tail:]))
         tail_quotes = int(np.count_nonzero(quotes[tail:]))
         line_commas = np.add.reduceat(commas, starts, dtype=np.int64)
@@ -212,10 +220,11 @@ class _Shape:
         line_quotes = np.add.reduceat(quotes, starts, dtype=np.int64)
         line_quotes[0] += carry_quotes
         line_quotes[-1] -= tail_quotes
+        ends = where[line_ends]
         lengths = np.diff(ends, prepend=-1)
         lengths[0] += carry_bytes
         self._lines(line_commas, line_quotes, lengths)
-        self.carry = (tail_commas, tail_quotes, len(arr) - tail)
+        self.carry = (tail_commas, tail_quotes, len(arr) - int(ends[-1]) - 1)
 
     def _lines(self, line_commas: np.ndarray, line_quotes: np.ndarray, lengths: np.ndarray) -> None:
         first = self.lines + 1
