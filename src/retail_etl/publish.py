@@ -152,8 +152,12 @@ def commit_batch(
     updated and every file of the batch marked done (pending its move to the archive).
     Before it commits nothing of the batch is in the marts; after it, all of it is."""
     months_by_file: dict[int, set[str]] = {item.ledger_id: set() for item in batch}
-    for row in result.customer_contributions.select(["ledger_id", "sales_date_month"]).to_pylist():
-        months_by_file[int(row["ledger_id"])].add(row["sales_date_month"].strftime("%Y-%m"))
+    # distinct pairs first: one row per customer would be millions with a large customer base
+    pairs = result.customer_contributions.group_by(["ledger_id", "sales_date_month"]).aggregate([])
+    for ledger_id, month in zip(
+        pairs["ledger_id"].to_pylist(), pairs["sales_date_month"].to_pylist(), strict=True
+    ):
+        months_by_file[int(ledger_id)].add(month.strftime("%Y-%m"))
     per_day = daily.compute(result.rows_dir)
     with warehouse.begin() as conn:
         warehouse.fence(conn)
