@@ -311,9 +311,8 @@ def raw_rows(spark: SparkSession, groups: list[tuple[str, tuple[str, ...]]]) -> 
             extra_values = F.array().cast("array<string>")
         frames.append(
             files.select(
-                F.regexp_extract("_metadata.file_name", r"^([0-9]+)[.]", 1)
-                .cast("bigint")
-                .alias("ledger_id"),
+                # staged as <ledger id>.csv[.gz]: string functions, not a regex per row
+                F.substring_index("_metadata.file_name", ".", 1).cast("bigint").alias("ledger_id"),
                 *[F.col(f"c{position[name]}").alias(name) for name in MANDATORY_COLUMNS],
                 additional.alias("additional_column"),
                 extra_values.alias("extra_values"),
