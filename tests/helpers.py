@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from collections import Counter
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -119,3 +123,17 @@ def state(env: Any, tmp_path: Any) -> dict[str, Any]:
         "lake": lake_rows(env, tmp_path),
         "landing": keys(env, env.landing),
     }
+
+
+def cli(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`retail-etl ARGS` as a user runs it: its own process, in cwd."""
+    return subprocess.run(
+        [sys.executable, "-m", "retail_etl", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )

@@ -4,14 +4,13 @@ self-contained, money formatted, everything from data escaped."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from conftest import Env, csv_text
+from helpers import cli
 from sqlalchemy import select, update
 
 from retail_etl import reports
@@ -311,14 +310,6 @@ def test_distribution_buckets() -> None:
 
 
 # --- command line -----------------------------------------------------------------------------
-def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "retail_etl", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_report_command(tmp_path: Path) -> None:
