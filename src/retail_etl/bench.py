@@ -188,50 +188,43 @@ class Bench:
             except OSError:
                 shutil.copy(path, dest)
 
-    def floor(self, csvs: list[Path], variant: Variant) -> None:
+    # Each method below measures one attempt of one variant; run_bench interleaves the
+    # attempts of the variants it compares (see SCHEDULE).
+    def floor(self, csvs: list[Path], variant: Variant, _attempt: int) -> None:
         code = (
             "import duckdb,sys,json;c=duckdb.connect();c.execute('SET enable_progress_bar=false');"
             "r=c.execute('SELECT count(*), sum(total_cost) FROM read_csv($1, "
             "types={\\'total_cost\\': \\'DECIMAL(18,2)\\'})',"
             "[sys.argv[1:]]).fetchone();print(json.dumps([r[0], str(r[1])]))"
         )
-        for _ in range(self.repeats):
-            seconds, rss, out = measure([sys.executable, "-c", code, *map(str, csvs)], self.root)
-            variant.seconds.append(seconds)
-            variant.peak_rss_mb.append(rss)
+        seconds, rss, out = measure([sys.executable, "-c", code, *map(str, csvs)], self.root)
+        variant.seconds.append(seconds)
+        variant.peak_rss_mb.append(rss)
         variant.totals = {"all_rows_total": json.loads(out)[1]}
 
-    def textbook(self, csvs: list[Path], variant: Variant, script: Path) -> None:
-        for attempt in range(self.repeats):
-            out_dir = self.root / "runs" / f"textbook-{attempt}"
-            shutil.rmtree(out_dir, ignore_errors=True)
-            cmd = [
-                sys.executable,
-                str(script),
-                str(self.root / "dims"),
-                str(out_dir),
-                *map(str, csvs),
-            ]
-            seconds, rss, out = measure(cmd, self.root)
-            variant.seconds.append(seconds)
-            variant.peak_rss_mb.append(rss)
-            variant.totals = json.loads(out.strip().splitlines()[-1])
-            shutil.rmtree(out_dir, ignore_errors=True)
+    def textbook(self, csvs: list[Path], variant: Variant, attempt: int, script: Path) -> None:
+        out_dir = self.root / "runs" / f"textbook-{attempt}"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        cmd = [sys.executable, str(script), str(self.root / "dims"), str(out_dir), *map(str, csvs)]
+        seconds, rss, out = measure(cmd, self.root)
+        variant.seconds.append(seconds)
+        variant.peak_rss_mb.append(rss)
+        variant.totals = json.loads(out.strip().splitlines()[-1])
+        shutil.rmtree(out_dir, ignore_errors=True)
 
-    def retail_etl(self, csvs: list[Path], variant: Variant, engine: str) -> None:
-        for attempt in range(self.repeats):
-            ws = self.workspace(f"{engine}-{attempt}", csvs)
-            seconds, rss, out = measure(_cli("run", "--engine", engine, "--json"), ws)
-            summary = json.loads(out)
-            variant.seconds.append(seconds)
-            variant.peak_rss_mb.append(rss)
-            variant.stage_seconds = summary["stage_seconds"]
-            variant.totals = _mart_totals(ws)
-            shutil.rmtree(ws, ignore_errors=True)
+    def retail_etl(self, csvs: list[Path], variant: Variant, attempt: int, engine: str) -> None:
+        ws = self.workspace(f"{engine}-{attempt}", csvs)
+        seconds, rss, out = measure(_cli("run", "--engine", engine, "--json"), ws)
+        summary = json.loads(out)
+        variant.seconds.append(seconds)
+        variant.peak_rss_mb.append(rss)
+        variant.stage_seconds = summary["stage_seconds"]
+        variant.totals = _mart_totals(ws)
+        shutil.rmtree(ws, ignore_errors=True)
 
-    def day30(self, csvs: list[Path], variant: Variant, history_fraction: float) -> None:
+    def history(self, history_fraction: float) -> Path:
         """29 days already processed (smaller days by history_fraction, to keep the benchmark
-        short), then the same day as the other variants: its cost must not grow with history."""
+        short), for day30 to add the same day as the other variants on top."""
         history = self.workspace("history", [])
         rows = max(1, int(self.gb * 1e9 * history_fraction / self.files / BYTES_PER_ROW))
         self.log(f"processing 29 days of history ({self.files} files x {rows} rows a day)")
@@ -254,22 +247,31 @@ class Bench:
         )
         measure(_cli("run", "--json"), history)
         shutil.rmtree(history / "data" / "bucket" / "sales_data_processed")  # never read again
-        for attempt in range(self.repeats):
-            ws = self.root / "runs" / f"day30-{attempt}"
-            shutil.rmtree(ws, ignore_errors=True)
-            # the lake only gains files in a run: hard links are a safe, instant copy
-            shutil.copytree(
-                history / "data" / "bucket", ws / "data" / "bucket", copy_function=os.link
-            )
-            shutil.copy(history / "data" / "warehouse.db", ws / "data" / "warehouse.db")
-            self.land(ws, csvs)
-            seconds, rss, out = measure(_cli("run", "--json"), ws)
-            variant.seconds.append(seconds)
-            variant.peak_rss_mb.append(rss)
-            variant.stage_seconds = json.loads(out)["stage_seconds"]
-            variant.totals = {}
-            shutil.rmtree(ws, ignore_errors=True)
-        shutil.rmtree(history, ignore_errors=True)
+        return history
+
+    def day30(self, csvs: list[Path], variant: Variant, attempt: int, history: Path) -> None:
+        """The day on top of the history: its cost must not grow with history."""
+        ws = self.root / "runs" / f"day30-{attempt}"
+        shutil.rmtree(ws, ignore_errors=True)
+        # the lake only gains files in a run: hard links are a safe, instant copy
+        shutil.copytree(history / "data" / "bucket", ws / "data" / "bucket", copy_function=os.link)
+        shutil.copy(history / "data" / "warehouse.db", ws / "data" / "warehouse.db")
+        self.land(ws, csvs)
+        seconds, rss, out = measure(_cli("run", "--json"), ws)
+        variant.seconds.append(seconds)
+        variant.peak_rss_mb.append(rss)
+        variant.stage_seconds = json.loads(out)["stage_seconds"]
+        variant.totals = {}
+        shutil.rmtree(ws, ignore_errors=True)
+
+
+# Variants compared with each other take turns (attempt 1 of each, then attempt 2, ...): on a
+# shared machine whose speed drifts (CPU steal), back-to-back blocks of runs would put the
+# drift into their ratio.
+SCHEDULE = (
+    ("textbook-spark", "retail-etl-spark"),
+    ("floor", "retail-etl-duckdb", "day30-duckdb"),
+)
 
 
 def machine() -> dict[str, Any]:
@@ -322,22 +324,33 @@ def run_bench(
             Variant("retail-etl-spark", "retail-etl run, Spark engine local[*], end to end")
         )
     variants.append(Variant("day30-duckdb", "day 30 after 29 processed days, DuckDB engine"))
+    by_name = {v.name: v for v in variants}
     for variant in variants:
         variant.input_mb = input_mb
-        bench.log(f"measuring {variant.name}")
-        if variant.name == "floor":
-            bench.floor(csvs, variant)
-        elif variant.name == "textbook-spark":
-            assert textbook_script is not None
-            bench.textbook(csvs, variant, textbook_script)
-        elif variant.name == "retail-etl-duckdb":
-            bench.retail_etl(csvs, variant, "duckdb")
-        elif variant.name == "retail-etl-spark":
-            bench.retail_etl(csvs, variant, "spark")
-        else:
-            bench.day30(csvs, variant, history_fraction)
+    history = None
+    if "day30-duckdb" in by_name:
+        history = bench.history(history_fraction)
+    for group in SCHEDULE:
+        present = [by_name[name] for name in group if name in by_name]
+        if present:
+            bench.log("measuring " + ", ".join(v.name for v in present) + ", taking turns")
+        for attempt in range(repeats):
+            for variant in present:
+                if variant.name == "floor":
+                    bench.floor(csvs, variant, attempt)
+                elif variant.name == "textbook-spark":
+                    assert textbook_script is not None
+                    bench.textbook(csvs, variant, attempt, textbook_script)
+                elif variant.name == "retail-etl-duckdb":
+                    bench.retail_etl(csvs, variant, attempt, "duckdb")
+                elif variant.name == "retail-etl-spark":
+                    bench.retail_etl(csvs, variant, attempt, "spark")
+                else:
+                    assert history is not None
+                    bench.day30(csvs, variant, attempt, history)
+    if history is not None:
+        shutil.rmtree(history, ignore_errors=True)
     floor = variants[0].best
-    by_name = {v.name: v for v in variants}
     mart_totals = {
         v.name: v.totals["customer_total"] for v in variants if "customer_total" in v.totals
     }

@@ -67,16 +67,28 @@ class Coupon:
     code: str
     total_sales: Decimal
 
-    def row(self) -> dict[str, Any]:
-        return {
-            "month": self.month,
-            "customer_id": self.customer_id,
-            "segment": self.segment,
-            "discount_pct": self.discount_pct,
-            "reason": self.reason[:255],
-            "code": self.code,
-            "total_sales": self.total_sales,
-        }
+    def values(self) -> tuple[Any, ...]:
+        """The customer_coupons row, in STORED_COLUMNS order."""
+        return (
+            self.month,
+            self.customer_id,
+            self.segment,
+            self.discount_pct,
+            self.reason[:255],
+            self.code,
+            self.total_sales,
+        )
+
+
+STORED_COLUMNS = (
+    "month",
+    "customer_id",
+    "segment",
+    "discount_pct",
+    "reason",
+    "code",
+    "total_sales",
+)
 
 
 # --- months -----------------------------------------------------------------------------------
@@ -266,16 +278,20 @@ def replace_month(
     (a nightly batch changes few of a month's coupons)."""
     t = customer_coupons
     coupons = compute_month(conn, month, rules)
-    wanted = {c.customer_id: c.row() for c in coupons}
-    existing = {
-        r.customer_id: dict(r._mapping) for r in conn.execute(select(t).where(t.c.month == month))
-    }
+    # rows as tuples, not dicts: a month can hold a coupon for each of a million customers
+    wanted = {c.customer_id: c.values() for c in coupons}
+    stored = select(*(t.c[name] for name in STORED_COLUMNS)).where(t.c.month == month)
+    existing = {row.customer_id: tuple(row) for row in conn.execute(stored)}
     gone = sorted(set(existing) - set(wanted))
     for start in range(0, len(gone), _CHUNK):
         conn.execute(
             delete(t).where(t.c.month == month, t.c.customer_id.in_(gone[start : start + _CHUNK]))
         )
-    changed = [row for cid, row in wanted.items() if existing.get(cid) != row]
+    changed = [
+        dict(zip(STORED_COLUMNS, values, strict=True))
+        for customer_id, values in wanted.items()
+        if existing.get(customer_id) != values
+    ]
     warehouse.upsert(conn, t, changed)
     return coupons
 
