@@ -43,3 +43,8 @@ def test_bench_measures_each_variant_and_checks_their_totals(tmp_path: Path) -> 
     assert "start -->\nold\n" not in text and "intro" in text and "profile notes" in text
     assert "| retail-etl-duckdb |" in text and "| day30-duckdb |" in text
     assert "every row equals the marts' totals (no row lost or counted twice): **True**" in text
+    # the throughput chart: one bar per variant, linked from the section
+    chart = (tmp_path / "docs" / "bench-tiny.svg").read_text()
+    assert chart.startswith("<svg") and chart.count("<rect") == 3
+    assert "retail-etl-duckdb" in chart and "MB/s" in chart
+    assert "![MB/s per variant](docs/bench-tiny.svg)" in text

@@ -387,6 +387,21 @@ def run_bench(
     return results
 
 
+def chart_path(markdown_path: Path, section: str) -> Path:
+    """Where a section's throughput chart goes: docs/ beside the Markdown."""
+    return markdown_path.parent / "docs" / f"bench-{section}.svg"
+
+
+def throughput_chart(results: dict[str, Any]) -> str:
+    """MB/s of CSV per variant as a standalone SVG (the reports' bar chart)."""
+    from retail_etl.reports.charts import bar_chart
+
+    items = [(v["name"], Decimal(str(v["mb_per_s"]))) for v in results["variants"]]
+    i = results["input"]
+    title = f"MB/s of CSV per variant ({i['mb']} MB, {i['customers']} customers)"
+    return str(bar_chart(items, title, fmt=lambda value: f"{value} MB/s"))
+
+
 def table(results: dict[str, Any]) -> str:
     m, i = results["machine"], results["input"]
     lines = [
@@ -432,13 +447,18 @@ def table(results: dict[str, Any]) -> str:
 
 
 def update_markdown(path: Path, results: dict[str, Any], section: str = "table") -> None:
+    """Regenerate the section's table in the Markdown and its chart in docs/."""
+    chart = chart_path(path, section)
+    chart.parent.mkdir(parents=True, exist_ok=True)
+    chart.write_text(throughput_chart(results) + "\n")
+    link = f"![MB/s per variant]({chart.relative_to(path.parent).as_posix()})"
     start, end = _markers(section)
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     if start not in text:
         text += f"\n{start}\n{end}\n"
     head, rest = text.split(start, 1)
     _old, tail = rest.split(end, 1)
-    path.write_text(f"{head}{start}\n{table(results)}\n{end}{tail}")
+    path.write_text(f"{head}{start}\n{table(results)}\n\n{link}\n{end}{tail}")
 
 
 __all__ = ["run_bench", "asdict"]
