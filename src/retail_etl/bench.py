@@ -40,6 +40,7 @@ class Variant:
     totals: dict[str, str] = field(default_factory=dict)
     input_mb: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    started: list[float] = field(default_factory=list)  # each run, seconds into the bench
 
     @property
     def best(self) -> float:
@@ -55,6 +56,7 @@ class Variant:
             "description": self.description,
             "runs": len(self.seconds),
             "seconds": [round(value, 2) for value in self.seconds],
+            "started_s": [round(value, 2) for value in self.started],
             "best_s": round(self.best, 2),
             "median_s": round(self.median, 2),
             "mb_per_s": round(self.input_mb / self.best, 1),
@@ -327,6 +329,7 @@ def run_bench(
     by_name = {v.name: v for v in variants}
     for variant in variants:
         variant.input_mb = input_mb
+    began = time.perf_counter()
     history = None
     if "day30-duckdb" in by_name:
         history = bench.history(history_fraction)
@@ -336,6 +339,7 @@ def run_bench(
             bench.log("measuring " + ", ".join(v.name for v in present) + ", taking turns")
         for attempt in range(repeats):
             for variant in present:
+                variant.started.append(time.perf_counter() - began)
                 if variant.name == "floor":
                     bench.floor(csvs, variant, attempt)
                 elif variant.name == "textbook-spark":
