@@ -287,12 +287,8 @@ def replace_month(
         conn.execute(
             delete(t).where(t.c.month == month, t.c.customer_id.in_(gone[start : start + _CHUNK]))
         )
-    changed = [
-        dict(zip(STORED_COLUMNS, values, strict=True))
-        for customer_id, values in wanted.items()
-        if existing.get(customer_id) != values
-    ]
-    warehouse.upsert(conn, t, changed)
+    changed = [values for cid, values in wanted.items() if existing.get(cid) != values]
+    warehouse.upsert(conn, t, STORED_COLUMNS, changed)
     return coupons
 
 

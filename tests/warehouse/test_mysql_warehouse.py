@@ -14,11 +14,12 @@ from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 from services import MariaDB
-from sqlalchemy import select, text
+from sqlalchemy import Connection, Table, select, text
 from sqlalchemy.engine import make_url
 
 from retail_etl.config import WarehouseSettings
@@ -102,6 +103,13 @@ def test_tables_have_exact_types_utf8mb4_and_keys(
     assert keys["product_staging_table", "ix_staging_name_hash"] == ["name_hash"]
 
 
+def upsert(
+    warehouse: Warehouse, conn: Connection, table: Table, rows: list[dict[str, Any]]
+) -> None:
+    """Warehouse.upsert with rows written as dicts (all with the same keys)."""
+    warehouse.upsert(conn, table, list(rows[0]), [tuple(row.values()) for row in rows])
+
+
 def test_money_is_exact_and_oversized_values_are_errors(warehouse: Warehouse) -> None:
     row = {
         "customer_id": 1,
@@ -114,7 +122,8 @@ def test_money_is_exact_and_oversized_values_are_errors(warehouse: Warehouse) ->
     }
     total = Decimal("0.10") + Decimal("0.20") + Decimal("9999999999999999.00")
     with warehouse.begin() as conn:
-        warehouse.upsert(
+        upsert(
+            warehouse,
             conn,
             schema.customers_data_mart,
             [{**row, "total_sales": total, "total_cents": int(total * 100)}],
@@ -129,7 +138,8 @@ def test_money_is_exact_and_oversized_values_are_errors(warehouse: Warehouse) ->
 
     # Strict mode: a total beyond DECIMAL(18,2) fails instead of being clipped.
     with pytest.raises(WarehouseError, match="Out of range"), warehouse.begin() as conn:
-        warehouse.upsert(
+        upsert(
+            warehouse,
             conn,
             schema.customers_data_mart,
             [{**row, "customer_id": 2, "total_sales": Decimal("10") ** 17, "total_cents": 0}],
@@ -157,8 +167,9 @@ def test_upserts_are_batched_multi_row_statements(warehouse: Warehouse) -> None:
             return int(conn.execute(text("SHOW SESSION STATUS LIKE 'Com_insert'")).one()[1])
 
         before = inserts()
-        warehouse.upsert(conn, schema.customers_data_mart, rows)
-        warehouse.upsert(
+        upsert(warehouse, conn, schema.customers_data_mart, rows)
+        upsert(
+            warehouse,
             conn,
             schema.customers_data_mart,
             [

@@ -141,13 +141,14 @@ class Warehouse:
         self.engine.dispose()
 
     # --- bulk helpers -------------------------------------------------------------------
-    def upsert(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert rows (dicts with the same keys), replacing the non-key columns of rows whose
-        primary key exists. Bound as plain tuples by the driver: a month's coupons for a
+    def upsert(
+        self, conn: Connection, table: Table, names: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Insert rows (values in the order of names), replacing the non-key columns of rows
+        whose primary key exists. Bound as plain tuples by the driver: a month's coupons for a
         million customers are a million rows."""
         if not rows:
             return
-        names = list(rows[0])
         keys = [c.name for c in table.primary_key.columns]
         quote = conn.dialect.identifier_preparer.quote
         statement = _insert_sql(conn, table, names)
@@ -160,9 +161,7 @@ class Warehouse:
             statement += ", ".join(f"{n} = VALUES({n})" for n in updates)
         for start in range(0, len(rows), UPSERT_CHUNK):
             chunk = rows[start : start + UPSERT_CHUNK]
-            conn.exec_driver_sql(
-                statement, [tuple(_driver_value(row[n]) for n in names) for row in chunk]
-            )
+            conn.exec_driver_sql(statement, [tuple(map(_driver_value, row)) for row in chunk])
 
     def upsert_from_select(
         self,
