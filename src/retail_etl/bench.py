@@ -42,6 +42,10 @@ class Variant:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     started: list[float] = field(default_factory=list)  # each run, seconds into the bench
 
+    def record(self, seconds: float, peak_rss_mb: float) -> None:
+        self.seconds.append(seconds)
+        self.peak_rss_mb.append(peak_rss_mb)
+
     @property
     def best(self) -> float:
         return min(self.seconds)
@@ -115,9 +119,9 @@ def _mart_totals(workspace: Path) -> dict[str, str]:
 
 
 class Bench:
-    def __init__(self, root: Path, gb: float, files: int, repeats: int, customers: int) -> None:
+    def __init__(self, root: Path, gb: float, files: int, customers: int) -> None:
         self.root = root.resolve()
-        self.gb, self.files, self.repeats, self.customers = gb, files, repeats, customers
+        self.gb, self.files, self.customers = gb, files, customers
         self.template = self.root / "template"  # initialised warehouse with the dimensions
         self.csv_dir = self.root / "csv"
         self.day = date(2024, 3, 30)
@@ -200,8 +204,7 @@ class Bench:
             "[sys.argv[1:]]).fetchone();print(json.dumps([r[0], str(r[1])]))"
         )
         seconds, rss, out = measure([sys.executable, "-c", code, *map(str, csvs)], self.root)
-        variant.seconds.append(seconds)
-        variant.peak_rss_mb.append(rss)
+        variant.record(seconds, rss)
         variant.totals = {"all_rows_total": json.loads(out)[1]}
 
     def textbook(self, csvs: list[Path], variant: Variant, attempt: int, script: Path) -> None:
@@ -209,8 +212,7 @@ class Bench:
         shutil.rmtree(out_dir, ignore_errors=True)
         cmd = [sys.executable, str(script), str(self.root / "dims"), str(out_dir), *map(str, csvs)]
         seconds, rss, out = measure(cmd, self.root)
-        variant.seconds.append(seconds)
-        variant.peak_rss_mb.append(rss)
+        variant.record(seconds, rss)
         variant.totals = json.loads(out.strip().splitlines()[-1])
         shutil.rmtree(out_dir, ignore_errors=True)
 
@@ -218,8 +220,7 @@ class Bench:
         ws = self.workspace(f"{engine}-{attempt}", csvs)
         seconds, rss, out = measure(_cli("run", "--engine", engine, "--json"), ws)
         summary = json.loads(out)
-        variant.seconds.append(seconds)
-        variant.peak_rss_mb.append(rss)
+        variant.record(seconds, rss)
         variant.stage_seconds = summary["stage_seconds"]
         variant.totals = _mart_totals(ws)
         shutil.rmtree(ws, ignore_errors=True)
@@ -260,8 +261,7 @@ class Bench:
         shutil.copy(history / "data" / "warehouse.db", ws / "data" / "warehouse.db")
         self.land(ws, csvs)
         seconds, rss, out = measure(_cli("run", "--json"), ws)
-        variant.seconds.append(seconds)
-        variant.peak_rss_mb.append(rss)
+        variant.record(seconds, rss)
         variant.stage_seconds = json.loads(out)["stage_seconds"]
         variant.totals = {}
         shutil.rmtree(ws, ignore_errors=True)
@@ -310,7 +310,7 @@ def run_bench(
     markdown_path: Path | None,
     section: str = "table",
 ) -> dict[str, Any]:
-    bench = Bench(root, gb, files, repeats, customers)
+    bench = Bench(root, gb, files, customers)
     csvs = bench.prepare()
     input_mb = sum(p.stat().st_size for p in csvs) / 1e6
     variants = [Variant("floor", "DuckDB count(*) + sum(total_cost) over the CSVs")]

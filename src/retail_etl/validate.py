@@ -149,9 +149,8 @@ class _Shape:
     when a line has an odd number of quotes (a quoted field going on over lines, a quote never
     closed), or when a quote opens anywhere but at the start of a field (the engines read it
     as text, so the parity would hide real commas), is the file parsed as CSV to decide
-    exactly: in Python, about
-    25x slower than the count, so a product name with a comma must not send every large file
-    there.
+    exactly: in Python, about 25x slower than the count, so a product name with a comma must
+    not send every large file there.
     """
 
     def __init__(self) -> None:
