@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -57,29 +58,7 @@ _CHUNK = 500
 ZERO = Decimal("0.00")
 
 
-@dataclass(frozen=True)
-class Coupon:
-    customer_id: int
-    month: str
-    segment: str
-    discount_pct: Decimal
-    reason: str
-    code: str
-    total_sales: Decimal
-
-    def values(self) -> tuple[Any, ...]:
-        """The customer_coupons row, in STORED_COLUMNS order."""
-        return (
-            self.month,
-            self.customer_id,
-            self.segment,
-            self.discount_pct,
-            self.reason[:255],
-            self.code,
-            self.total_sales,
-        )
-
-
+# The customer_coupons columns a computation fills, in the order Coupon.values() gives them.
 STORED_COLUMNS = (
     "month",
     "customer_id",
@@ -89,6 +68,23 @@ STORED_COLUMNS = (
     "code",
     "total_sales",
 )
+_stored_values = attrgetter(*STORED_COLUMNS)
+REASON_LENGTH = 255  # customer_coupons.reason
+
+
+@dataclass(frozen=True)
+class Coupon:
+    customer_id: int
+    month: str
+    segment: str
+    discount_pct: Decimal
+    reason: str  # at most REASON_LENGTH characters
+    code: str
+    total_sales: Decimal
+
+    def values(self) -> tuple[Any, ...]:
+        """The customer_coupons row, in STORED_COLUMNS order."""
+        return _stored_values(self)
 
 
 # --- months -----------------------------------------------------------------------------------
@@ -214,7 +210,7 @@ def evaluate(
                         month,
                         rule.segment,
                         rule.discount_pct,
-                        reason,
+                        reason[:REASON_LENGTH],
                         coupon_code(secret, customer_id, month, rule.segment),
                         spend,
                     )

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import duckdb
 from sqlalchemy import Connection, delete
 
+from retail_etl.engines import duckdb_engine
 from retail_etl.warehouse import Warehouse
 from retail_etl.warehouse.schema import (
     DAILY_PARTIALS,
@@ -56,8 +56,7 @@ def compute(rows_dir: Path) -> DailyAggregates:
     if not any(valid.glob("**/*.parquet")):
         return DailyAggregates()
     path = str(valid / "**" / "*.parquet").replace("'", "''")
-    con = duckdb.connect(config={"threads": 2})
-    con.execute("SET enable_progress_bar = false")  # stdout is run --json's
+    con = duckdb_engine.connect(threads=2)
     try:
         con.execute(
             "CREATE TEMP VIEW v AS SELECT CAST(_ledger AS BIGINT) AS ledger_id, "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -23,6 +24,14 @@ from retail_etl.engines.base import (
     FileCounts,
 )
 from retail_etl.errors import EngineError
+
+
+def connect(**config: Any) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection without progress bars: a statement over ~2 s would print one on
+    stdout, which `run --json` and the reports also write to."""
+    con = duckdb.connect(config=config)
+    con.execute("SET enable_progress_bar = false")  # a per-connection setting, not a config
+    return con
 
 
 def _literal(text: str) -> str:
@@ -92,20 +101,15 @@ class DuckDBEngine:
     def __init__(self, settings: EngineSettings) -> None:
         spill = Path(settings.work_dir) / "duckdb-spill"
         spill.mkdir(parents=True, exist_ok=True)
-        self.con = duckdb.connect(
-            config={
-                "threads": settings.threads,
-                "memory_limit": settings.memory_limit,
-                "temp_directory": str(spill),
-                "preserve_insertion_order": False,
-                # Flush each lake partition every row group: the partitioned writer otherwise
-                # buffers ~0.5M rows per open partition and spills under the memory limit.
-                "partitioned_write_flush_threshold": 122_880,
-            }
+        self.con = connect(
+            threads=settings.threads,
+            memory_limit=settings.memory_limit,
+            temp_directory=str(spill),
+            preserve_insertion_order=False,
+            # Flush each lake partition every row group: the partitioned writer otherwise
+            # buffers ~0.5M rows per open partition and spills under the memory limit.
+            partitioned_write_flush_threshold=122_880,
         )
-
-        # A statement over ~2 s would print a progress bar on stdout (run --json's output).
-        self.con.execute("SET enable_progress_bar = false")
         self._lookups = 0
 
     def close(self) -> None:

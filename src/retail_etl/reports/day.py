@@ -26,10 +26,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import duckdb
 from sqlalchemy import Connection, or_, select
 
 from retail_etl.config import Settings
+from retail_etl.engines import duckdb_engine
 from retail_etl.errors import StorageError
 from retail_etl.publish import rejected_key
 from retail_etl.storage import ObjectStore
@@ -276,7 +276,7 @@ def _customers(objects: ObjectStore, keys: list[str], report: DailyReport) -> No
             paths.append(str(local))
         if not paths:
             return
-        con = duckdb.connect(config={"threads": 2})
+        con = duckdb_engine.connect(threads=2)
         try:
             source = "read_parquet($paths, union_by_name = true)"
             report.customer_count = con.execute(
