@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from retail_etl.engines.base import MANDATORY_COLUMNS
+
 
 def test_bench_measures_each_variant_and_checks_their_totals(tmp_path: Path) -> None:
     markdown = tmp_path / "BENCHMARKS.md"
@@ -51,3 +53,27 @@ def test_bench_measures_each_variant_and_checks_their_totals(tmp_path: Path) -> 
     assert chart.startswith("<svg") and chart.count("<rect") == 3
     assert "retail-etl-duckdb" in chart and "MB/s" in chart
     assert "![MB/s per variant](docs/bench-tiny.svg)" in text
+
+
+def test_warehouse_floor_counts_the_rows_a_day_makes_the_warehouse_hold(tmp_path: Path) -> None:
+    day = tmp_path / "work" / "csv" / "2024-03-30"
+    day.mkdir(parents=True)
+    header = ",".join(MANDATORY_COLUMNS)
+    # customer-months: (1, March), (2, March), (1, April); per file: 3 in a.csv, 1 in b.csv
+    (day / "a.csv").write_text(
+        f"{header}\n1,1,Tea,2024-03-30,1,2.00,1,2.00\n1,1,Tea,2024-03-31,1,2.00,1,2.00\n"
+        "2,1,Tea,2024-03-30,1,2.00,2,4.00\n1,1,Tea,2024-04-01,1,2.00,1,2.00\n"
+    )
+    (day / "b.csv").write_text(f"{header}\n1,2,Jam,2024-03-29,2,3.50,1,3.50\n")
+    script = Path(__file__).resolve().parents[1] / "bench" / "warehouse_floor.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    measured = json.loads(done.stdout)
+    assert measured["csv_files"] == 2
+    assert measured["customer_months"] == 3
+    assert measured["per_file_customer_months"] == 4
+    for name in ("floor_s", "mart_rows_insert_s", "per_file_partials_insert_s"):
+        assert measured[name] >= 0
