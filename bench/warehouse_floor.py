@@ -20,11 +20,11 @@ from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 
 from retail_etl.config import Settings
 from retail_etl.coupons import STORED_COLUMNS, coupon_code
+from retail_etl.engines import duckdb_engine
 from retail_etl.warehouse import Warehouse
 from retail_etl.warehouse.schema import (
     customer_coupons,
@@ -40,9 +40,12 @@ def _timed(action: Callable[[], object]) -> float:
 
 
 def main() -> None:
+    if len(sys.argv) != 2:
+        sys.exit("usage: python bench/warehouse_floor.py BENCH_WORKDIR")
     csvs = sorted(str(p) for p in (Path(sys.argv[1]) / "csv").rglob("*.csv"))
-    con = duckdb.connect()
-    con.execute("SET enable_progress_bar = false")
+    if not csvs:
+        sys.exit(f"no CSV files under {sys.argv[1]}/csv: run `retail-etl bench` there first")
+    con = duckdb_engine.connect()
     floor = _timed(
         lambda: con.execute(
             "SELECT count(*), sum(total_cost) FROM read_csv($1, "
