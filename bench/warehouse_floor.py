@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from retail_etl.bench import FLOOR_SQL
 from retail_etl.config import Settings
 from retail_etl.coupons import STORED_COLUMNS, coupon_code
 from retail_etl.engines import duckdb_engine
@@ -46,13 +47,7 @@ def main() -> None:
     if not csvs:
         sys.exit(f"no CSV files under {sys.argv[1]}/csv: run `retail-etl bench` there first")
     con = duckdb_engine.connect()
-    floor = _timed(
-        lambda: con.execute(
-            "SELECT count(*), sum(total_cost) FROM read_csv($1, "
-            "types = {'total_cost': 'DECIMAL(18,2)'})",
-            [csvs],
-        ).fetchone()
-    )
+    floor = _timed(lambda: con.execute(FLOOR_SQL, [csvs]).fetchone())
     counted = con.execute(
         "SELECT count(DISTINCT (customer_id, m)), count(DISTINCT (filename, customer_id, m)) "
         "FROM (SELECT filename, customer_id, date_trunc('month', sales_date) AS m "
