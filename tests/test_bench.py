@@ -10,25 +10,34 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from retail_etl.engines.base import MANDATORY_COLUMNS
 
 
-def test_bench_measures_each_variant_and_checks_their_totals(tmp_path: Path) -> None:
-    markdown = tmp_path / "BENCHMARKS.md"
-    markdown.write_text(
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny `retail-etl bench` without Spark, its Markdown section in a BENCHMARKS.md with
+    text around it; the folder it ran in."""
+    folder = tmp_path_factory.mktemp("bench")
+    (folder / "BENCHMARKS.md").write_text(
         "# Benchmarks\n\nintro\n\n<!-- bench:tiny:start -->\nold\n<!-- bench:tiny:end -->\n"
         "\nprofile notes\n"
     )
-    results = tmp_path / "results.json"
     done = subprocess.run(
         [sys.executable, "-m", "retail_etl", "bench", "--gb", "0.002", "--files", "2",
          "--repeats", "2", "--no-spark", "--history-fraction", "0.5",
-         "--workdir", str(tmp_path / "work"), "--results", str(results),
-         "--markdown", str(markdown), "--section", "tiny"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+         "--workdir", str(folder / "work"), "--results", str(folder / "results.json"),
+         "--markdown", str(folder / "BENCHMARKS.md"), "--section", "tiny"],
+        cwd=folder, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    return folder
 
+
+def test_bench_measures_each_variant_and_checks_their_totals(bench_run: Path) -> None:
+    markdown = bench_run / "BENCHMARKS.md"
+    results = bench_run / "results.json"
     outcome = json.loads(results.read_text())
     variants = {v["name"]: v for v in outcome["variants"]}
     assert list(variants) == ["floor", "retail-etl-duckdb", "day30-duckdb"]
@@ -49,7 +58,7 @@ def test_bench_measures_each_variant_and_checks_their_totals(tmp_path: Path) -> 
     assert "| retail-etl-duckdb |" in text and "| day30-duckdb |" in text
     assert "every row equals the marts' totals (no row lost or counted twice): **True**" in text
     # the throughput chart: one bar per variant, linked from the section
-    chart = (tmp_path / "docs" / "bench-tiny.svg").read_text()
+    chart = (bench_run / "docs" / "bench-tiny.svg").read_text()
     assert chart.startswith("<svg") and chart.count("<rect") == 3
     assert "retail-etl-duckdb" in chart and "MB/s" in chart
     assert "![MB/s per variant](docs/bench-tiny.svg)" in text
@@ -77,3 +86,20 @@ def test_warehouse_floor_counts_the_rows_a_day_makes_the_warehouse_hold(tmp_path
     assert measured["per_file_customer_months"] == 4
     for name in ("floor_s", "mart_rows_insert_s", "per_file_partials_insert_s"):
         assert measured[name] >= 0
+
+
+def test_lake_floor_writes_the_engines_lake_without_the_checks(bench_run: Path) -> None:
+    script = Path(__file__).resolve().parents[1] / "bench" / "lake_floor.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(bench_run / "work")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    measured = json.loads(done.stdout)
+    # the generated day is clean: the floor's lake holds every row the engine's does, with the
+    # same columns (the script exits non-zero when they differ)
+    expected_rows = json.loads((bench_run / "work" / "csv.json").read_text())["rows"] * 2
+    assert measured["csv_files"] == 2
+    assert measured["lake_rows_floor"] == measured["lake_rows_engine"] == expected_rows
+    for name in ("parquet_copy", "lake_floor", "engine"):
+        assert measured[f"{name}_s"] > 0 and measured[f"{name}_x_floor"] > 0

@@ -22,12 +22,20 @@ def _full_name(table: pa.Table) -> pa.ChunkedArray:
 
 
 def load_dimensions(warehouse: Warehouse) -> Dimensions:
-    customers = warehouse.read_arrow(
-        customer, ["customer_id", "first_name", "last_name", "address", "phone_number"]
+    return dimensions_of(
+        customers=warehouse.read_arrow(
+            customer, ["customer_id", "first_name", "last_name", "address", "phone_number"]
+        ),
+        stores=warehouse.read_arrow(store, ["id", "address", "store_manager_name"]),
+        team=warehouse.read_arrow(sales_team, ["id", "first_name", "last_name"]),
+        products=warehouse.read_arrow(product, ["id", "name"]),
     )
-    stores = warehouse.read_arrow(store, ["id", "address", "store_manager_name"])
-    team = warehouse.read_arrow(sales_team, ["id", "first_name", "last_name"])
-    products = warehouse.read_arrow(product, ["id", "name"])
+
+
+def dimensions_of(
+    customers: pa.Table, stores: pa.Table, team: pa.Table, products: pa.Table
+) -> Dimensions:
+    """The lookup tables from the dimension tables' rows (columns named as in the warehouse)."""
     return Dimensions(
         customer=pa.table(
             {

@@ -143,7 +143,7 @@ class DuckDBEngine:
             f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {', '.join(columns)} FROM {source}"
         )
 
-    def _register(self, batch: list[BatchFile], dims: Dimensions) -> None:
+    def register(self, batch: list[BatchFile], dims: Dimensions) -> None:
         self._register_lookup("dim_customer", dims.customer)
         self._register_lookup("dim_store", dims.store)
         self._register_lookup("dim_sales_team", dims.sales_team)
@@ -173,7 +173,7 @@ class DuckDBEngine:
         rows_dir = (out_dir / "rows").resolve()
         rows_dir.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._register(batch, dims)
+            self.register(batch, dims)
             rows = sql.render("rows", "duckdb", run_id=int(run_id))
             # Pass 1 writes the lake's files. Rejected rows go along with the lake's columns
             # (under kind=rejected) only to show which files have any; that folder is then
