@@ -444,6 +444,33 @@ def test_months_to_refresh_is_small(env: Env) -> None:
         }
 
 
+def test_recomputing_a_month_range_by_range_mends_every_stored_row(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env.land("feb.csv", FEB)
+    env.land("mar.csv", MAR)
+    env.run()
+    t = customer_coupons
+    with env.warehouse.begin() as conn:
+        # damage March: a coupon missing, one changed, stray ones before and after the
+        # customers who earn one (March's are 2..11; 1 earns none)
+        conn.execute(t.delete().where(t.c.month == "2024-03", t.c.customer_id == 5))
+        conn.execute(
+            t.update()
+            .where(t.c.month == "2024-03", t.c.customer_id == 2)
+            .values(segment="loyalty", reason="stale")
+        )
+        stray = {"month": "2024-03", "segment": "loyalty", "discount_pct": D("10"),
+                 "reason": "stray", "code": "X", "total_sales": D("1")}  # fmt: skip
+        for customer_id in (1, 12, 500):
+            conn.execute(t.insert().values(customer_id=customer_id, **stray))
+    assert table_rows(env) != expected_rows()
+    monkeypatch.setattr(coupons, "_RANGE", 3)  # four ranges of March's ten coupons, and a tail
+    with env.warehouse.begin() as conn:
+        coupons.replace_month(env.warehouse, conn, "2024-03", RulesSettings())
+    assert table_rows(env) == expected_rows()
+
+
 def test_export_csv_and_refresh(env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from retail_etl.cli import app
 

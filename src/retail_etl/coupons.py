@@ -30,11 +30,12 @@ import csv
 import hmac
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
+from itertools import islice
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ from retail_etl.warehouse.schema import customer, customer_coupons, customers_da
 
 DEFAULT_SECRET = b"retail-etl coupon codes: set rules.coupon_secret"
 _CHUNK = 500
+_RANGE = 50_000  # customers whose coupons are compared and written at a time
 ZERO = Decimal("0.00")
 
 
@@ -154,6 +156,18 @@ def evaluate(
     previous: customer -> spend in the previous calendar month;
     returning: customers of this month with a mart row in any earlier month.
     """
+    return list(coupons_of(month, current, previous, returning, rules, secret))
+
+
+def coupons_of(
+    month: str,
+    current: Mapping[int, Decimal],
+    previous: Mapping[int, Decimal],
+    returning: set[int],
+    rules: Sequence[CouponRule],
+    secret: bytes = DEFAULT_SECRET,
+) -> Iterator[Coupon]:
+    """evaluate's coupons one at a time, in customer order."""
     spenders = sum(1 for s in current.values() if s > 0)
     thresholds = {
         id(rule): top_threshold(current.values(), rule.share)
@@ -164,7 +178,6 @@ def evaluate(
     for position, spend in enumerate(sorted(current.values(), reverse=True), start=1):
         ranks.setdefault(spend, position)
     prev_label = shift_month(month, -1)
-    coupons = []
     for customer_id in sorted(set(current) | set(previous)):
         spend = current.get(customer_id, ZERO)
         for rule in rules:
@@ -204,19 +217,16 @@ def evaluate(
             ):
                 reason = f"first purchases in {month}: spent {_money(spend)}"
             if reason is not None:
-                coupons.append(
-                    Coupon(
-                        customer_id,
-                        month,
-                        rule.segment,
-                        rule.discount_pct,
-                        reason[:REASON_LENGTH],
-                        coupon_code(secret, customer_id, month, rule.segment),
-                        spend,
-                    )
+                yield Coupon(
+                    customer_id,
+                    month,
+                    rule.segment,
+                    rule.discount_pct,
+                    reason[:REASON_LENGTH],
+                    coupon_code(secret, customer_id, month, rule.segment),
+                    spend,
                 )
                 break
-    return coupons
 
 
 # --- reading the marts, writing the table -----------------------------------------------------
@@ -254,30 +264,52 @@ def _returning(conn: Connection, month: str) -> set[int]:
     return set(conn.execute(query).scalars())
 
 
-def compute_month(conn: Connection, month: str, rules: RulesSettings) -> list[Coupon]:
+def compute_month(conn: Connection, month: str, rules: RulesSettings) -> Iterator[Coupon]:
+    """The month's coupons as the marts say now, in customer order."""
     if not rules.coupons:
-        return []
+        return iter(())
     current = _spend(conn, month)
     if not current:
-        return []  # no sales loaded for the month (yet): nothing to judge spending by
+        return iter(())  # no sales loaded for the month (yet): nothing to judge spending by
     needs_previous = any(isinstance(r, SpendDropRule) for r in rules.coupons)
     needs_history = any(isinstance(r, FirstMonthRule) for r in rules.coupons)
     previous = _spend(conn, shift_month(month, -1)) if needs_previous else {}
     returning = _returning(conn, month) if needs_history else set()
-    return evaluate(month, current, previous, returning, rules.coupons, secret_of(rules))
+    return coupons_of(month, current, previous, returning, rules.coupons, secret_of(rules))
 
 
-def replace_month(
-    warehouse: Warehouse, conn: Connection, month: str, rules: RulesSettings
-) -> list[Coupon]:
+def replace_month(warehouse: Warehouse, conn: Connection, month: str, rules: RulesSettings) -> None:
     """Make the month's rows equal to a fresh computation, writing only the differences
-    (a nightly batch changes few of a month's coupons)."""
-    t = customer_coupons
+    (a nightly batch changes few of a month's coupons). A range of customers at a time: a
+    month can hold a coupon for each of a million customers, and neither its coupons nor its
+    stored rows need to be in memory at once."""
     coupons = compute_month(conn, month, rules)
-    # rows as tuples, not dicts: a month can hold a coupon for each of a million customers
+    done_upto: int | None = None  # customers up to this id are replaced
+    while chunk := list(islice(coupons, _RANGE)):
+        last = chunk[-1].customer_id
+        _replace_range(warehouse, conn, month, done_upto, last, chunk)
+        done_upto = last
+    _replace_range(warehouse, conn, month, done_upto, None, [])
+
+
+def _replace_range(
+    warehouse: Warehouse,
+    conn: Connection,
+    month: str,
+    after: int | None,
+    upto: int | None,
+    coupons: list[Coupon],
+) -> None:
+    """The month's stored coupons of customers in (after, upto] (None: unbounded) := coupons."""
+    t = customer_coupons
+    query = select(*(t.c[name] for name in STORED_COLUMNS)).where(t.c.month == month)
+    if after is not None:
+        query = query.where(t.c.customer_id > after)
+    if upto is not None:
+        query = query.where(t.c.customer_id <= upto)
+    # rows as tuples, not dicts: cheaper by the hundred thousand
+    existing = {row.customer_id: tuple(row) for row in conn.execute(query)}
     wanted = {c.customer_id: c.values() for c in coupons}
-    stored = select(*(t.c[name] for name in STORED_COLUMNS)).where(t.c.month == month)
-    existing = {row.customer_id: tuple(row) for row in conn.execute(stored)}
     gone = sorted(set(existing) - set(wanted))
     for start in range(0, len(gone), _CHUNK):
         conn.execute(
@@ -285,7 +317,6 @@ def replace_month(
         )
     changed = [values for cid, values in wanted.items() if existing.get(cid) != values]
     warehouse.upsert(conn, t, STORED_COLUMNS, changed)
-    return coupons
 
 
 def months_to_refresh(
