@@ -8,11 +8,15 @@ import re
 from collections import defaultdict
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
 
+import pyarrow.parquet as pq
+import pytest
 from conftest import Env, csv_text
 from helpers import customer_mart_rows, keys, object_bytes, team_mart
 from sqlalchemy import select
 
+from retail_etl import publish
 from retail_etl.generate import generate
 from retail_etl.warehouse.schema import customer, sales_team, store
 
@@ -155,3 +159,27 @@ def test_customer_mart_month_is_first_day_and_full_name_joined(env: Env) -> None
     assert row["sales_date_month"] == date(2024, 2, 1)
     assert row["full_name"] == f"{person.first_name} {person.last_name}"
     assert row["sales_rows"] == 1
+
+
+def test_snapshots_hold_each_months_mart_rows_read_a_few_at_a_time(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(publish, "SNAPSHOT_BATCH_ROWS", 3)  # several row groups per snapshot
+    generate(env.store, env.warehouse, env.landing, date(2024, 3, 30), days=3, rows=50, files=2)
+    env.run()
+    lake = env.settings.storage.lake_prefix
+    snapshot: list[tuple[int, date, Decimal]] = []
+    row_groups = 0
+    for key in keys(env, lake + "customers_data_mart/"):
+        table = pq.ParquetFile(io.BytesIO(object_bytes(env, key, tmp_path)))
+        row_groups += table.num_row_groups
+        snapshot += [
+            (r["customer_id"], r["sales_date_month"], r["total_sales"])
+            for r in table.read().to_pylist()
+        ]
+    mart = [
+        (r["customer_id"], r["sales_date_month"], r["total_sales"]) for r in customer_mart_rows(env)
+    ]
+    assert sorted(snapshot) == sorted(mart)
+    assert {month for _c, month, _t in mart} == {date(2024, 3, 1), date(2024, 4, 1)}
+    assert row_groups > 2

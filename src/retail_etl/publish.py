@@ -21,9 +21,10 @@ from retail_etl import coupons, daily, ledger, marts
 from retail_etl.config import RulesSettings
 from retail_etl.engines import MANDATORY_COLUMNS, BatchFile, EngineResult
 from retail_etl.storage import ObjectStore
-from retail_etl.warehouse import Warehouse, select_arrow
+from retail_etl.warehouse import Warehouse, select_arrow_batches
 from retail_etl.warehouse.schema import customers_data_mart, lake_object, sales_team_data_mart
 
+SNAPSHOT_BATCH_ROWS = 100_000  # mart rows read, and written as a row group, at a time
 _PARTITION = re.compile(r"kind=valid/sales_month=([^/]+)/store_id=([^/]+)/_ledger=(\d+)/")
 
 
@@ -232,12 +233,18 @@ def write_snapshots(
             ),
         )
         for table, where, key in targets:
+            buffer = io.BytesIO()
+            writer: pq.ParquetWriter | None = None
             with warehouse.begin() as conn:
-                rows = select_arrow(conn, select(table).where(where))
-            if rows.num_rows == 0:
+                # a month over a million customers: its rows a batch at a time, one row group
+                # each, rather than all of them as Python objects
+                statement = select(table).where(where)
+                for rows in select_arrow_batches(conn, statement, SNAPSHOT_BATCH_ROWS):
+                    writer = writer or pq.ParquetWriter(buffer, rows.schema)
+                    writer.write_table(rows)
+            if writer is None:
                 store.delete(key)
                 continue
-            buffer = io.BytesIO()
-            pq.write_table(rows, buffer)
+            writer.close()
             store.put_bytes(key, buffer.getvalue())
         advance(1)

@@ -373,8 +373,21 @@ __all__ = ["Warehouse", "IntegrityError", "lock_holder", "schema"]
 
 def select_arrow(conn: Connection, statement: Select[Any]) -> pa.Table:
     """A query's rows as Arrow, built column by column, typed from the selected columns."""
-    rows = conn.execute(statement).fetchall()
+    return _arrow_of(list(statement.selected_columns), conn.execute(statement).fetchall())
+
+
+def select_arrow_batches(
+    conn: Connection, statement: Select[Any], size: int = 100_000
+) -> Iterator[pa.Table]:
+    """select_arrow's rows, at most `size` at a time: a query of a million rows never has
+    them all as Python objects at once (MySQL streams them through a server-side cursor)."""
     selected = list(statement.selected_columns)
+    result = conn.execution_options(yield_per=size).execute(statement)
+    for rows in result.partitions():
+        yield _arrow_of(selected, rows)
+
+
+def _arrow_of(selected: list[Any], rows: Sequence[Any]) -> pa.Table:
     data = list(zip(*rows, strict=True)) if rows else [() for _ in selected]
     return pa.table(
         {
