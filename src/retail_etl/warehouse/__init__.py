@@ -376,9 +376,7 @@ def select_arrow(conn: Connection, statement: Select[Any]) -> pa.Table:
     return _arrow_of(list(statement.selected_columns), conn.execute(statement).fetchall())
 
 
-def select_arrow_batches(
-    conn: Connection, statement: Select[Any], size: int = 100_000
-) -> Iterator[pa.Table]:
+def select_arrow_batches(conn: Connection, statement: Select[Any], size: int) -> Iterator[pa.Table]:
     """select_arrow's rows, at most `size` at a time: a query of a million rows never has
     them all as Python objects at once (MySQL streams them through a server-side cursor)."""
     selected = list(statement.selected_columns)
