@@ -27,6 +27,7 @@ from functools import reduce
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from py4j.protocol import Py4JError
 from pyspark import SparkConf, SparkContext
 from pyspark.errors import PySparkException
@@ -185,6 +186,7 @@ class Workspace:
             self.root = "file:" + str(self.local)
         self.rows = f"{self.root}/rows"  # pass 1: the lake's files, traces of rejected rows
         self.rejected = f"{self.root}/rejected"  # pass 2: rejected rows and malformed lines
+        self.out_dir = out_dir
         jvm = spark.sparkContext._jvm
         assert jvm is not None
         self._path = jvm.org.apache.hadoop.fs.Path
@@ -225,6 +227,23 @@ class Workspace:
                 self._path("file:" + str(source.resolve())),
                 self._path(f"{self.root}/{relative}"),
             )
+
+    def collect(self, frame: DataFrame, name: str) -> pa.Table:
+        """A large result as Arrow, through Parquet the executors write: collected to the
+        driver, a million customers' contributions (millions of rows) ran it out of heap."""
+        frame.write.mode("overwrite").parquet(f"{self.root}/{name}")
+        if self.local is not None:
+            folder = self.local / name
+        else:
+            folder = self.out_dir / "spark-results" / name
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            self._fs.copyToLocalFile(
+                False, self._path(f"{self.root}/{name}"), self._path("file:" + str(folder)), True
+            )
+        # part files in name order are the result's order; an empty result leaves one part
+        # file with the schema
+        return pa.concat_tables([pq.read_table(p) for p in sorted(folder.glob("part-*.parquet"))])
 
     def fetch_rows(self, rows_dir: Path) -> None:
         """Bring kind=valid and kind=rejected (the engine seam's layout) to rows_dir."""
@@ -413,8 +432,12 @@ class SparkEngine:
         lake.write.mode("overwrite").partitionBy(*PARTITIONS).parquet(workspace.rows)
         written = spark.read.schema(lake.schema).parquet(_glob_escaped(workspace.rows))
         written.where("kind = 'valid'").createOrReplaceTempView("valid_rows")
-        customers = _to_arrow(spark.sql(sql.render("customers_data_mart", "spark")))
-        sales_team = _to_arrow(spark.sql(sql.render("sales_team_data_mart", "spark")))
+        customers = workspace.collect(
+            spark.sql(sql.render("customers_data_mart", "spark")), "customer_contributions"
+        )
+        sales_team = workspace.collect(
+            spark.sql(sql.render("sales_team_data_mart", "spark")), "sales_team_contributions"
+        )
         tally = _to_arrow(written.groupBy("_ledger", "kind").count())
 
         # Pass 2, over the few files with traces: raw values, reasons, malformed lines.
