@@ -1,13 +1,25 @@
-"""How the DuckDB engine splits a batch into queries: each per-file scan holds its own read
-buffers until its query ends, so big files must not all share one query (eight 1.9 GB files
-in one query ran out of the default 1 GB memory limit)."""
+"""How the DuckDB engine keeps its memory bounded: it splits a batch into queries (each
+per-file scan holds its own read buffers until its query ends, so big files must not all share
+one query: eight 1.9 GB files in one query ran out of the default 1 GB memory limit), and it
+runs the mart queries in a smaller pool."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from retail_etl.engines.base import BatchFile
-from retail_etl.engines.duckdb_engine import BYTES_PER_QUERY, FILES_PER_QUERY, _queries
+import pyarrow as pa
+import pytest
+
+from retail_etl.config import EngineSettings
+from retail_etl.engines.base import MANDATORY_COLUMNS, BatchFile, Dimensions
+from retail_etl.engines.duckdb_engine import (
+    BYTES_PER_QUERY,
+    FILES_PER_QUERY,
+    MARTS_MEMORY,
+    DuckDBEngine,
+    _queries,
+)
 
 
 def _files(tmp_path: Path, sizes: list[int]) -> list[BatchFile]:
@@ -27,3 +39,46 @@ def test_big_files_get_a_query_each_and_small_ones_share(tmp_path: Path) -> None
     small = _files(tmp_path, [1000] * (FILES_PER_QUERY * 2 + 1))
     assert [len(group) for group in _queries(small)] == [FILES_PER_QUERY, FILES_PER_QUERY, 1]
     assert [f for group in _queries(small) for f in group] == small  # every file, in order
+
+
+@pytest.mark.parametrize(
+    ("configured", "during_marts"), [("1GB", f"{MARTS_MEMORY >> 20}.0 MiB"), ("300MB", "286.1 MiB")]
+)
+def test_mart_queries_run_under_the_smaller_of_the_limit_and_marts_memory(
+    tmp_path: Path, configured: str, during_marts: str
+) -> None:
+    day = tmp_path / "day.csv"
+    day.write_text(",".join(MANDATORY_COLUMNS) + "\n1,1,Tea,2024-03-30,1,2.00,1,2.00\n")
+    dims = Dimensions(
+        customer=pa.table({"customer_id": [1], "customer_full_name": ["A B"],
+                           "customer_address": ["x"], "customer_phone_number": ["1"]}),
+        store=pa.table({"store_id": [1], "store_address": ["y"], "store_manager_name": ["M"]}),
+        sales_team=pa.table({"sales_person_id": [1], "sales_person_full_name": ["S P"]}),
+        product=pa.table({"product_name": ["Tea"], "product_id": [7]}),
+    )  # fmt: skip
+    engine = DuckDBEngine(EngineSettings(work_dir=str(tmp_path / "work"), memory_limit=configured))
+    ((configured_shown,),) = engine.con.execute("SELECT current_setting('memory_limit')").fetchall()
+    limits: list[str] = []  # the limit as each mart query starts
+    connection = engine.con
+
+    class Recording:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(connection, name)
+
+        def sql(self, query: str) -> Any:
+            if "_data_mart contributions" in query:
+                shown = connection.execute("SELECT current_setting('memory_limit')").fetchall()
+                limits.append(shown[0][0])
+            return connection.sql(query)
+
+    engine.con = Recording()  # type: ignore[assignment]
+    result = engine.process(
+        [BatchFile(1, "day.csv", day, MANDATORY_COLUMNS)], dims, 1, tmp_path / "out"
+    )
+    assert result.customer_contributions.num_rows == 1
+    assert limits == [during_marts, during_marts]
+    # the next batch's lake pass has the configured limit again
+    assert engine.con.execute("SELECT current_setting('memory_limit')").fetchall() == [
+        (configured_shown,)
+    ]
+    engine.close()
