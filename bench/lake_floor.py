@@ -159,9 +159,9 @@ def main() -> None:
         shutil.rmtree(out / "lake")
 
         def process() -> None:
-            engine = DuckDBEngine(settings)  # a fresh engine, as each run makes
-            engine.process(batch, dims, 1, out / "engine")
-            engine.close()
+            fresh = DuckDBEngine(settings)  # a new engine, as each run makes
+            fresh.process(batch, dims, 1, out / "engine")
+            fresh.close()
 
         engine_s = _best(repeats, process, clear("engine"))
         engine_rows, engine_columns = _lake_schema(out / "engine" / "rows" / "kind=valid")

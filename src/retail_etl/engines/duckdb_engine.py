@@ -114,7 +114,7 @@ class DuckDBEngine:
             partitioned_write_flush_threshold=122_880,
         )
         self._lookups = 0
-        self.memory_limit = settings.memory_limit
+        self._memory_limit = settings.memory_limit
 
     def close(self) -> None:
         self.con.close()
@@ -216,7 +216,7 @@ class DuckDBEngine:
             self._shrink_pool()
             customers = self.con.sql(sql.render("customers_data_mart", "duckdb")).to_arrow_table()
             sales_team = self.con.sql(sql.render("sales_team_data_mart", "duckdb")).to_arrow_table()
-            self.con.execute(f"SET memory_limit = {_literal(self.memory_limit)}")
+            self.con.execute(f"SET memory_limit = {_literal(self._memory_limit)}")
         except duckdb.Error as exc:
             raise EngineError(
                 f"duckdb: {str(exc).splitlines()[0]}",
