@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Env, csv_text
@@ -32,6 +33,11 @@ WELCOME = FirstMonthRule(segment="welcome", discount_pct=D("5"))
 RULES = (LOYALTY, WIN_BACK, WELCOME)
 
 
+def evaluate(*args: Any) -> list[coupons.Coupon]:
+    """The coupons the rules give, as a list."""
+    return list(coupons.coupons_of(*args))
+
+
 def segments(found: list[coupons.Coupon]) -> dict[int, str]:
     return {c.customer_id: c.segment for c in found}
 
@@ -44,20 +50,20 @@ def spends(*values: str) -> dict[int, Decimal]:
 # --- top spenders -------------------------------------------------------------------------
 def test_top_ten_percent_of_twenty_spenders_is_two() -> None:
     current = spends(*[str(100 - i) for i in range(20)])  # 100, 99, ..., 81
-    found = coupons.evaluate("2024-03", current, {}, set(current), (LOYALTY,))
+    found = evaluate("2024-03", current, {}, set(current), (LOYALTY,))
     assert segments(found) == {1: "loyalty", 2: "loyalty"}
 
 
 def test_top_share_rounds_up_so_eleven_spenders_give_two() -> None:
     current = spends(*[str(100 - i) for i in range(11)])  # ceil(0.1 x 11) = 2
-    found = coupons.evaluate("2024-03", current, {}, set(current), (LOYALTY,))
+    found = evaluate("2024-03", current, {}, set(current), (LOYALTY,))
     assert segments(found) == {1: "loyalty", 2: "loyalty"}
 
 
 def test_ties_at_the_boundary_all_qualify() -> None:
     # 20 spenders: k = 2; the 2nd highest spend (90) is shared by customers 2 and 3.
     current = spends("100", "90", "90", *["80"] * 17)
-    found = coupons.evaluate("2024-03", current, {}, set(current), (LOYALTY,))
+    found = evaluate("2024-03", current, {}, set(current), (LOYALTY,))
     assert segments(found) == {1: "loyalty", 2: "loyalty", 3: "loyalty"}
     reasons = {c.customer_id: c.reason for c in found}
     assert reasons[1] == "top 10% of 20 spenders in 2024-03: rank 1, spent 100.00"
@@ -66,18 +72,18 @@ def test_ties_at_the_boundary_all_qualify() -> None:
 
 def test_tie_just_below_the_boundary_does_not_qualify() -> None:
     current = spends("100", "90", "80", "80", *["70"] * 16)
-    found = coupons.evaluate("2024-03", current, {}, set(current), (LOYALTY,))
+    found = evaluate("2024-03", current, {}, set(current), (LOYALTY,))
     assert segments(found) == {1: "loyalty", 2: "loyalty"}
 
 
 def test_everyone_tied_means_everyone_qualifies() -> None:
     current = spends(*["50"] * 10)
-    found = coupons.evaluate("2024-03", current, {}, set(current), (LOYALTY,))
+    found = evaluate("2024-03", current, {}, set(current), (LOYALTY,))
     assert len(found) == 10
 
 
 def test_single_customer_is_the_top_spender() -> None:
-    found = coupons.evaluate("2024-03", {7: D("12.50")}, {}, set(), RULES)
+    found = evaluate("2024-03", {7: D("12.50")}, {}, set(), RULES)
     assert [(c.customer_id, c.segment, c.discount_pct, c.total_sales) for c in found] == [
         (7, "loyalty", D("10"), D("12.50"))
     ]
@@ -87,17 +93,17 @@ def test_single_customer_is_the_top_spender() -> None:
 def test_customers_who_spent_nothing_are_not_spenders() -> None:
     # 10 customers, but only 9 spent: k = ceil(0.9) = 1, and the zero spender never qualifies.
     current = spends(*[str(10 * (9 - i)) for i in range(10)])  # 90, 80, ..., 10, 0
-    found = coupons.evaluate("2024-03", current, {}, set(current), (LOYALTY,))
+    found = evaluate("2024-03", current, {}, set(current), (LOYALTY,))
     assert segments(found) == {1: "loyalty"}
     assert "of 9 spenders" in found[0].reason
-    only_zero = coupons.evaluate("2024-03", {1: D("0")}, {}, {1}, (LOYALTY,))
+    only_zero = evaluate("2024-03", {1: D("0")}, {}, {1}, (LOYALTY,))
     assert only_zero == []
 
 
 def test_top_spenders_min_spend() -> None:
     rule = TopSpendersRule(segment="vip", discount_pct=D("20"), share=D("0.5"), min_spend=D("60"))
     current = spends("100", "59.99", "10", "5")  # k = 2: customers 1 and 2, but 2 spent < 60
-    found = coupons.evaluate("2024-03", current, {}, set(current), (rule,))
+    found = evaluate("2024-03", current, {}, set(current), (rule,))
     assert segments(found) == {1: "vip"}
 
 
@@ -105,7 +111,7 @@ def test_top_spenders_min_spend() -> None:
 def test_spend_fell_by_exactly_half_qualifies_and_a_cent_less_does_not() -> None:
     previous = {1: D("100.00"), 2: D("100.00"), 3: D("100.00")}
     current = {1: D("50.00"), 2: D("50.01"), 3: D("20.00")}
-    found = coupons.evaluate("2024-03", current, previous, set(current), (WIN_BACK,))
+    found = evaluate("2024-03", current, previous, set(current), (WIN_BACK,))
     assert segments(found) == {1: "win-back", 3: "win-back"}
     reasons = {c.customer_id: c.reason for c in found}
     assert reasons[1] == "spend fell 50% from 100.00 in 2024-02 to 50.00 in 2024-03"
@@ -113,13 +119,13 @@ def test_spend_fell_by_exactly_half_qualifies_and_a_cent_less_does_not() -> None
 
 
 def test_no_purchase_this_month_counts_as_zero() -> None:
-    found = coupons.evaluate("2024-01", {2: D("5")}, {1: D("40")}, {2}, (WIN_BACK,))
+    found = evaluate("2024-01", {2: D("5")}, {1: D("40")}, {2}, (WIN_BACK,))
     assert [(c.customer_id, c.month, c.total_sales) for c in found] == [(1, "2024-01", D("0"))]
     assert found[0].reason == "spend fell 100% from 40.00 in 2023-12 to 0.00 in 2024-01"
 
 
 def test_no_previous_month_is_no_win_back() -> None:
-    found = coupons.evaluate("2024-03", {1: D("10")}, {}, {1}, (WIN_BACK,))
+    found = evaluate("2024-03", {1: D("10")}, {}, {1}, (WIN_BACK,))
     assert found == []
 
 
@@ -129,21 +135,21 @@ def test_spend_drop_min_previous_spend() -> None:
     )
     previous = {1: D("29.99"), 2: D("40")}
     current = {1: D("0.01"), 2: D("30")}  # 2 fell exactly 25%
-    found = coupons.evaluate("2024-03", current, previous, set(current), (rule,))
+    found = evaluate("2024-03", current, previous, set(current), (rule,))
     assert segments(found) == {2: "lapsed"}
 
 
 # --- first month ----------------------------------------------------------------------------
 def test_first_month_needs_no_earlier_row() -> None:
     current = {1: D("10"), 2: D("20")}
-    found = coupons.evaluate("2024-03", current, {}, {2}, (WELCOME,))
+    found = evaluate("2024-03", current, {}, {2}, (WELCOME,))
     assert segments(found) == {1: "welcome"}
     assert found[0].reason == "first purchases in 2024-03: spent 10.00"
 
 
 def test_first_month_min_spend() -> None:
     rule = FirstMonthRule(segment="welcome", discount_pct=D("5"), min_spend=D("10"))
-    found = coupons.evaluate("2024-03", {1: D("9.99"), 2: D("10")}, {}, set(), (rule,))
+    found = evaluate("2024-03", {1: D("9.99"), 2: D("10")}, {}, set(), (rule,))
     assert segments(found) == {2: "welcome"}
 
 
@@ -153,14 +159,14 @@ def test_first_matching_rule_wins() -> None:
     # 5000 the month before; customers 2..10 are new; 11 fell to nothing.
     current = {1: D("1000"), **{i: D("10") for i in range(2, 11)}}
     previous = {1: D("5000"), 11: D("100")}
-    found = coupons.evaluate("2024-03", current, previous, set(), RULES)
+    found = evaluate("2024-03", current, previous, set(), RULES)
     assert segments(found) == {1: "loyalty", **{i: "welcome" for i in range(2, 11)}, 11: "win-back"}
-    reordered = coupons.evaluate("2024-03", current, previous, set(), (WELCOME, WIN_BACK, LOYALTY))
+    reordered = evaluate("2024-03", current, previous, set(), (WELCOME, WIN_BACK, LOYALTY))
     assert segments(reordered)[1] == "welcome"
 
 
 def test_no_rules_no_coupons() -> None:
-    assert coupons.evaluate("2024-03", {1: D("10")}, {2: D("10")}, set(), ()) == []
+    assert evaluate("2024-03", {1: D("10")}, {2: D("10")}, set(), ()) == []
 
 
 # --- codes ----------------------------------------------------------------------------------------

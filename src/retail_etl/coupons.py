@@ -142,23 +142,6 @@ def top_threshold(spends: Iterable[Decimal], share: Decimal) -> Decimal | None:
     return ordered[k - 1] if k >= 1 else None
 
 
-def evaluate(
-    month: str,
-    current: Mapping[int, Decimal],
-    previous: Mapping[int, Decimal],
-    returning: set[int],
-    rules: Sequence[CouponRule],
-    secret: bytes = DEFAULT_SECRET,
-) -> list[Coupon]:
-    """Coupons for `month`.
-
-    current: customer -> spend this month (every customers_data_mart row of the month);
-    previous: customer -> spend in the previous calendar month;
-    returning: customers of this month with a mart row in any earlier month.
-    """
-    return list(coupons_of(month, current, previous, returning, rules, secret))
-
-
 def coupons_of(
     month: str,
     current: Mapping[int, Decimal],
@@ -167,7 +150,12 @@ def coupons_of(
     rules: Sequence[CouponRule],
     secret: bytes = DEFAULT_SECRET,
 ) -> Iterator[Coupon]:
-    """evaluate's coupons one at a time, in customer order."""
+    """Coupons for `month`, one at a time, in customer order.
+
+    current: customer -> spend this month (every customers_data_mart row of the month);
+    previous: customer -> spend in the previous calendar month;
+    returning: customers of this month with a mart row in any earlier month.
+    """
     spenders = sum(1 for s in current.values() if s > 0)
     thresholds = {
         id(rule): top_threshold(current.values(), rule.share)
