@@ -30,13 +30,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from retail_etl.bench import FLOOR_SQL
-from retail_etl.config import EngineSettings
-from retail_etl.engines.base import LAKE_COLUMNS, MANDATORY_COLUMNS, BatchFile
+from retail_etl.config import EngineSettings, RulesSettings
+from retail_etl.engines.base import LAKE_COLUMNS, MANDATORY_COLUMNS, BatchFile, RowLimits
 from retail_etl.engines.duckdb_engine import DuckDBEngine, connect
 from retail_etl.enrich import dimensions_of
 
@@ -160,7 +161,9 @@ def main() -> None:
 
         def process() -> None:
             fresh = DuckDBEngine(settings)  # a new engine, as each run makes
-            fresh.process(batch, dims, 1, out / "engine")
+            fresh.process(
+                batch, dims, RowLimits.of(RulesSettings(), date.today()), 1, out / "engine"
+            )
             fresh.close()
 
         engine_s = _best(repeats, process, clear("engine"))

@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 
 from retail_etl import marts
 from retail_etl.engines import LAKE_COLUMNS
+from retail_etl.errors import UnexpectedError
 from retail_etl.generate import generate
 from retail_etl.warehouse.schema import customer, customer_sales_partial, sales_team_partial
 
@@ -125,7 +126,8 @@ def test_a_mart_update_is_all_or_nothing(
     # The re-ranking runs after both marts and the partial aggregates were written, inside
     # the same transaction: none of it may survive the failure.
     monkeypatch.setattr(marts, "_rerank", fail)
-    with pytest.raises(RuntimeError, match="injected failure"):
+    # a defect that fails the file alone is reported as such (exit 8), nothing quarantined
+    with pytest.raises(UnexpectedError, match="injected failure"):
         env.run()
     assert customer_mart(env) == {}
     assert team_mart(env) == {}

@@ -5,14 +5,15 @@ runs the mart queries in a smaller pool."""
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
 
-from retail_etl.config import EngineSettings
-from retail_etl.engines.base import MANDATORY_COLUMNS, BatchFile, Dimensions
+from retail_etl.config import EngineSettings, RulesSettings
+from retail_etl.engines.base import MANDATORY_COLUMNS, BatchFile, Dimensions, RowLimits
 from retail_etl.engines.duckdb_engine import (
     BYTES_PER_QUERY,
     FILES_PER_QUERY,
@@ -73,7 +74,11 @@ def test_mart_queries_run_under_the_smaller_of_the_limit_and_marts_memory(
 
     engine.con = Recording()  # type: ignore[assignment]
     result = engine.process(
-        [BatchFile(1, "day.csv", day, MANDATORY_COLUMNS)], dims, 1, tmp_path / "out"
+        [BatchFile(1, "day.csv", day, MANDATORY_COLUMNS)],
+        dims,
+        RowLimits.of(RulesSettings(), date.today()),
+        1,
+        tmp_path / "out",
     )
     assert result.customer_contributions.num_rows == 1
     assert limits == [during_marts, during_marts]

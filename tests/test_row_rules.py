@@ -46,6 +46,16 @@ def with_value(column: str, value: str) -> str:
         ("customer_id", "424242", "customer_id not in customer"),
         ("store_id", "99", "store_id not in store"),
         ("sales_person_id", "77", "sales_person_id not in sales_team"),
+        # what the warehouse cannot store, sum or report (defaults of [rules])
+        ("sales_date", "0001-01-01", "sales_date is before 2000-01-01 (rules.min_sales_date)"),
+        ("sales_date", "0999-06-15", "sales_date is before 2000-01-01"),
+        ("sales_date", "1999-12-31", "sales_date is before 2000-01-01"),
+        ("sales_date", "9999-12-31", "(rules.max_days_ahead)"),
+        ("price", "100000000.01", "price is more than 100000000.00 (rules.max_amount)"),
+        ("total_cost", "9999999999999999.99", "total_cost is more than 100000000.00"),
+        ("quantity", "1000001", "quantity is more than 1000000 (rules.max_quantity)"),
+        ("product_name", "x" * 256, "product_name is longer than 255 characters"),
+        ("product_name", "é" * 70_000, "product_name is longer than 255 characters"),
     ],
 )
 def test_invalid_row_is_rejected_with_reason(
@@ -109,7 +119,8 @@ def test_money_is_exact_decimal(env: Env) -> None:
     rows = [f"1,1,Candy,2024-03-0{d},2,0.10,1,0.10" for d in range(1, 4)]
     rows += ["1,1,Big,2024-03-04,2,9999999999999.99,1,9999999999999.99"]
     env.land("cents.csv", csv_text(*rows))
-    env.run()
+    # amounts far above a double's exact range (2^53 cents), as a configured limit allows
+    env.with_settings(rules={"max_amount": "9999999999999.99"}).run()
     assert customer_mart(env) == {(1, "2024-03-01"): Decimal("10000000000000.29")}
 
 

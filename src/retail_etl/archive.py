@@ -3,20 +3,25 @@ files), flip its ledger status, and remove lake objects of files that were corre
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from sqlalchemy import delete, or_, select
 
 from retail_etl import ledger
+from retail_etl.errors import ObjectConflictError, StorageError
 from retail_etl.ledger import LedgerRow
-from retail_etl.storage import ObjectStore
+from retail_etl.storage import ObjectStore, fit_key
 from retail_etl.warehouse import Warehouse
 from retail_etl.warehouse.schema import lake_object, product_staging_table
+
+log = logging.getLogger("retail_etl.run")
+OUTAGE_AFTER = 3  # moves failing to a prefix none reached: the store is down, not the files
 
 
 def archive_key(archive_prefix: str, row: LedgerRow) -> str:
     """Unique per registration, so nothing in the archive is ever overwritten."""
-    return f"{archive_prefix}run-{row.run_id}/{row.file_name}"
+    return fit_key(f"{archive_prefix}run-{row.run_id}/", row.file_name)
 
 
 def finalize(
@@ -25,17 +30,42 @@ def finalize(
     landing_prefix: str,
     rows: list[LedgerRow],
     checkpoint: Callable[[str], None] = lambda _s: None,
-) -> None:
-    """Carry out the committed outcome of each row: move, then flip A -> pending status."""
+) -> dict[int, str]:
+    """Carry out the committed outcome of each row: move, then flip A -> pending status.
+
+    A move that fails for one object while others to the same prefix succeed (or that
+    would overwrite a different object someone put at its destination) leaves that row
+    pending: the next run tries the move again, and the other files are not held up. When
+    moves to a prefix fail and none succeeds, the store is the problem: the run stops
+    (StorageError). Returns the problems of the rows left pending."""
+    stuck: dict[int, str] = {}
+    failures: dict[str, list[StorageError]] = {}  # per destination, before any move there
+    moved: set[str] = set()  # destinations (archive, error) some move reached
     for row in rows:
         if row.pending_status is None:
             continue
         if row.dest_key:
-            store.move(landing_prefix + row.file_name, row.dest_key)
+            where = "error" if row.pending_status == ledger.QUARANTINED else "archive"
+            try:
+                store.move(landing_prefix + row.landing_name, row.dest_key)
+            except StorageError as exc:
+                if where not in moved and not isinstance(exc, ObjectConflictError):
+                    failed = failures.setdefault(where, [])
+                    failed.append(exc)
+                    if len(failed) >= OUTAGE_AFTER:
+                        raise failed[0] from exc
+                stuck[row.id] = f"its move to {row.dest_key} failed, retried next run: {exc}"
+                log.error("archive move failed", extra={"file": row.file_name, "error": str(exc)})
+                continue
+            moved.add(where)
         with warehouse.begin() as conn:
             warehouse.fence(conn)
             ledger.finish(conn, row.id, row.pending_status)
         checkpoint(f"archived:{row.file_name}")
+    for where, failed in failures.items():
+        if where not in moved:
+            raise failed[0]
+    return stuck
 
 
 def remove_superseded_lake_objects(store: ObjectStore, warehouse: Warehouse) -> int:

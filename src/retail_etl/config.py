@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from contextvars import ContextVar
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -203,9 +204,29 @@ DEFAULT_COUPON_RULES: tuple[CouponRule, ...] = (
 )
 
 
+# The largest amount DECIMAL(18, 2) holds: every mart total and daily sum is one.
+MAX_STORABLE_AMOUNT = Decimal("9999999999999999.99")
+
+
 class RulesSettings(_Section):
     incentive_rate: Decimal = Field(
         Decimal("0.01"), ge=0, le=1, description="Share of a top seller's monthly total"
+    )
+    min_sales_date: date = Field(
+        date(2000, 1, 1), description="Rows dated before this day are rejected (implausible)"
+    )
+    max_days_ahead: int = Field(
+        7, ge=0, le=3660, description="Rows dated more than this many days after the run: rejected"
+    )
+    max_amount: Decimal = Field(
+        Decimal("100000000.00"),
+        gt=0,
+        le=MAX_STORABLE_AMOUNT,
+        decimal_places=2,
+        description="Largest price or total_cost a row may have: keeps monthly sums storable",
+    )
+    max_quantity: int = Field(
+        1_000_000, ge=1, le=10**15, description="Largest quantity a row may have"
     )
     coupons: tuple[CouponRule, ...] = Field(
         DEFAULT_COUPON_RULES,

@@ -58,6 +58,7 @@ DEFAULT_SECRET = b"retail-etl coupon codes: set rules.coupon_secret"
 _CHUNK = 500
 _RANGE = 50_000  # customers whose coupons are compared and written at a time
 ZERO = Decimal("0.00")
+LAST_MONTH = "9999-12"
 
 
 # The customer_coupons columns a computation fills, in the order Coupon.values() gives them.
@@ -326,7 +327,9 @@ def months_to_refresh(
     if not rules.coupons or not changed:
         return months
     if any(isinstance(r, SpendDropRule) for r in rules.coupons):
-        months |= {shift_month(m, 1) for m in months}
+        # no month after 9999-12: dates beyond it exist nowhere (rows dated 9999-12-31 could
+        # be loaded before the date rules of SPEC section 4)
+        months |= {shift_month(m, 1) for m in months if m < LAST_MONTH}
     first_segments = [r.segment for r in rules.coupons if isinstance(r, FirstMonthRule)]
     if not first_segments:
         return months

@@ -45,6 +45,12 @@ class DailyAggregates:
     sales_person: list[dict[str, Any]] = field(default_factory=list)
     product: list[dict[str, Any]] = field(default_factory=list)
 
+    def of_files(self, ledger_ids: set[int]) -> DailyAggregates:
+        return DailyAggregates(
+            [row for row in self.sales_person if row["ledger_id"] in ledger_ids],
+            [row for row in self.product if row["ledger_id"] in ledger_ids],
+        )
+
 
 def product_key(name: str) -> str:
     return hashlib.sha256(name.encode("utf-8")).hexdigest()

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from retail_etl.errors import StorageError
 from retail_etl.ledger import LedgerRow
 from retail_etl.storage import ObjectStore
 from retail_etl.validate import FileCheck, inspect_file
@@ -16,8 +17,9 @@ from retail_etl.validate import FileCheck, inspect_file
 @dataclass(frozen=True)
 class Fetched:
     row: LedgerRow
-    local_path: Path | None  # None: the object vanished from landing
+    local_path: Path | None  # None: the object vanished from landing, or cannot be read
     check: FileCheck | None
+    problem: str | None = None  # why an object still in landing cannot be read
 
 
 def local_name(row: LedgerRow) -> str:
@@ -42,7 +44,17 @@ def download_all(
             return Fetched(row, None, None)
         dest = folder / local_name(row)
         dest.unlink(missing_ok=True)
-        store.download(key, dest)
+        try:
+            store.download(key, dest)
+        except StorageError as exc:
+            # The store answers for this object (it exists) but will not give its bytes
+            # (permissions, a link, an archived storage class): the object's problem, not the
+            # store's. When the store itself is down, exists() raises and the run stops.
+            if not store.exists(key):
+                advance(0)
+                return Fetched(row, None, None)
+            advance(0)
+            return Fetched(row, None, None, f"cannot be downloaded: {exc}")
         check = inspect_file(dest, row.file_name)
         advance(check.size)
         return Fetched(row, dest, check)

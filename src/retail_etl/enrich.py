@@ -6,12 +6,10 @@ every engine joins these lookup tables as they are."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from retail_etl.engines import BatchFile, Dimensions, Engine, EngineResult
+from retail_etl.engines import Dimensions
 from retail_etl.warehouse import Warehouse
 from retail_etl.warehouse.schema import customer, product, sales_team, store
 
@@ -62,9 +60,3 @@ def dimensions_of(
         .select(["name", "id_max"])
         .rename_columns(["product_name", "product_id"]),
     )
-
-
-def enrich(
-    engine: Engine, batch: list[BatchFile], dims: Dimensions, run_id: int, out_dir: Path
-) -> EngineResult:
-    return engine.process(batch, dims, run_id, out_dir)

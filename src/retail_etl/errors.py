@@ -23,10 +23,20 @@ class StorageError(RetailEtlError):
     exit_code = 3
 
 
+class ObjectConflictError(StorageError):
+    """A move would overwrite a different object at its destination: that object's problem
+    (someone wrote there by hand), not the store's."""
+
+
 class WarehouseError(RetailEtlError):
     """The warehouse cannot be reached or a statement failed."""
 
     exit_code = 4
+
+    def __init__(self, message: str, data_error: bool = False) -> None:
+        super().__init__(message)
+        # the values were at fault (out of range, too long), not the warehouse itself
+        self.data_error = data_error
 
 
 class LockedError(RetailEtlError):
@@ -53,3 +63,16 @@ class WorkFolderError(RetailEtlError):
     """The local work folder cannot be written (disk full, read-only, permissions)."""
 
     exit_code = 7
+
+
+class UnstorableError(RetailEtlError):
+    """A file's rows cannot be stored: a mart total would leave DECIMAL(18, 2). The run sets
+    the file aside; the message names the mart row."""
+
+    exit_code = 4
+
+
+class UnexpectedError(RetailEtlError):
+    """A defect: an error no rule foresaw, which the run could not pin on one file."""
+
+    exit_code = 8

@@ -33,10 +33,39 @@ class LedgerRow:
     checksum: str | None
     pending_status: str | None
     dest_key: str | None
+    # the object's key below landing, when the ledger holds another name for it (name_problem)
+    key: str | None = None
+
+    @property
+    def landing_name(self) -> str:
+        return self.key if self.key is not None else self.file_name
+
+
+NAME_LENGTH = 1024  # product_staging_table.file_name
 
 
 def name_hash(file_name: str) -> str:
     return hashlib.sha256(file_name.encode("utf-8")).hexdigest()
+
+
+def name_problem(file_name: str) -> str | None:
+    """Why the ledger cannot hold an object's name (below landing), or None when it can."""
+    try:
+        file_name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not valid UTF-8"
+    if len(file_name) > NAME_LENGTH:
+        return f"its name is {len(file_name)} characters long, the ledger holds {NAME_LENGTH}"
+    return None
+
+
+def shown_name(file_name: str) -> str:
+    """A name the ledger can hold for one it cannot: bytes that are not UTF-8 written as
+    \\xNN, shortened to fit, with a digest of the whole name so that two names never meet."""
+    raw = file_name.encode("utf-8", "surrogateescape")
+    text = raw.decode("utf-8", "backslashreplace")
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    return f"{text[: NAME_LENGTH - 40]}... (sha256 {digest})"
 
 
 def _now() -> datetime:
@@ -63,9 +92,14 @@ def active_rows(warehouse: Warehouse) -> list[LedgerRow]:
 
 
 def register(
-    conn: Connection, run_id: int, location: str, objects: Iterable[tuple[str, int]]
+    conn: Connection,
+    run_id: int,
+    location: str,
+    objects: Iterable[tuple[str, int]],
+    **values: Any,
 ) -> list[LedgerRow]:
-    """Insert an A row per (file_name, size); returns them in key order."""
+    """Insert an A row per (file_name, size); returns them in key order. values: further
+    columns for every row (a pending outcome decided at registration)."""
     now = _now()
     rows = []
     for file_name, size in objects:
@@ -80,10 +114,22 @@ def register(
                 size=size,
                 run_id=run_id,
                 last_run_id=run_id,
+                **values,
             )
         )
         new_id = int(result.inserted_primary_key[0])  # type: ignore[index]
-        rows.append(LedgerRow(new_id, file_name, ACTIVE, run_id, size, None, None, None))
+        rows.append(
+            LedgerRow(
+                new_id,
+                file_name,
+                ACTIVE,
+                run_id,
+                size,
+                None,
+                values.get("pending_status"),
+                values.get("dest_key"),
+            )
+        )
     return rows
 
 

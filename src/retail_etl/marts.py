@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from sqlalchemy import (
     Connection,
     Table,
+    and_,
     delete,
     func,
     insert,
@@ -32,6 +33,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.schema import CreateTable
 
+from retail_etl.config import MAX_STORABLE_AMOUNT
+from retail_etl.errors import UnstorableError
 from retail_etl.warehouse import Warehouse
 from retail_etl.warehouse.schema import (
     customer_delta,
@@ -43,6 +46,7 @@ from retail_etl.warehouse.schema import (
 )
 
 CENT = Decimal("0.01")
+MAX_CENTS = int(MAX_STORABLE_AMOUNT * 100)
 KEY_CHUNK = 500
 
 
@@ -173,12 +177,32 @@ def _merge(
         return pairs
 
     warehouse.upsert_from_select(conn, mart.table, list(columns), source, assignments)
+    _check_storable(warehouse, conn, mart)
     if shrinks:  # a correction can empty a row: it then no longer exists
         keys = tuple_(*(t[k] for k in mart.keys))
         conn.execute(
             delete(mart.table).where(
                 t.sales_rows <= 0, keys.in_(select(*(d[k] for k in mart.keys)).distinct())
             )
+        )
+
+
+def _check_storable(warehouse: Warehouse, conn: Connection, mart: _Mart) -> None:
+    """Raise UnstorableError when a total this batch touched no longer fits DECIMAL(18, 2).
+    MySQL's strict mode refuses such a total itself; SQLite would store it as it is."""
+    if warehouse.dialect != "sqlite":
+        return
+    t, d = mart.table.c, mart.delta.c
+    row = conn.execute(
+        select(*(t[k] for k in mart.keys))
+        .select_from(mart.table.join(mart.delta, and_(*(t[k] == d[k] for k in mart.keys))))
+        .where(t.total_cents > MAX_CENTS)
+        .limit(1)
+    ).first()
+    if row is not None:
+        key = ", ".join(f"{k} {v}" for k, v in zip(mart.keys, row, strict=True))
+        raise UnstorableError(
+            f"{mart.table.name} total for {key} would be more than {MAX_STORABLE_AMOUNT}"
         )
 
 

@@ -11,17 +11,24 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 from sqlalchemy import insert, update
 
-from retail_etl import archive, ledger, publish
+from retail_etl import archive, daily, isolate, ledger, publish
 from retail_etl.config import Settings, StorageSettings
 from retail_etl.discover import discover
 from retail_etl.download import Fetched, download_all
-from retail_etl.engines import BatchFile, Dimensions, EngineResult, FileCounts, open_engine
-from retail_etl.enrich import enrich, load_dimensions
+from retail_etl.engines import (
+    BatchFile,
+    Dimensions,
+    EngineResult,
+    FileCounts,
+    RowLimits,
+    open_engine,
+)
+from retail_etl.enrich import load_dimensions
 from retail_etl.errors import EngineError, WarehouseError, WorkFolderError
 from retail_etl.ledger import LedgerRow
 from retail_etl.logs import run_context
@@ -251,6 +258,13 @@ def _triage(
         for item in fetched:
             row, check = item.row, item.check
             message: str | None
+            if item.problem is not None:  # unreadable, still in landing: moved to error
+                dest = archive.archive_key(storage.error_prefix, row)
+                ledger.set_pending(conn, row.id, ledger.QUARANTINED, dest, message=item.problem)
+                triage.settled.append(_with_pending(row, ledger.QUARANTINED, dest))
+                summary.files.append(FileOutcome(row.id, row.file_name, "E", message=item.problem))
+                summary.files_quarantined += 1
+                continue
             if check is None or item.local_path is None:
                 message = "object vanished from landing before it was processed"
                 ledger.finish(conn, row.id, ledger.QUARANTINED, message)
@@ -307,9 +321,9 @@ def _process(
     storage = settings.storage
     with _timed(summary, "enrich", progress):
         dims = load_dimensions(warehouse)
-        result, unreadable = _run_engine(settings, triage.batch, dims, summary, work_dir)
-    pending = _set_aside(warehouse, storage, rows_by_id, triage, unreadable, summary)
-    batch = triage.batch
+        limits = RowLimits.of(settings.rules, date.today())
+        result, unusable = _run_engine(settings, triage.batch, dims, limits, summary, work_dir)
+    pending = _set_aside(warehouse, storage, rows_by_id, triage, unusable, summary)
     checkpoint("enriched")
     if result is None:
         return pending, set()
@@ -317,35 +331,51 @@ def _process(
     with _timed(summary, "publish", progress):
         planned = publish.plan_lake_objects(result.rows_dir, storage.lake_prefix)
         summary.lake_objects = publish.upload_lake(
-            store, warehouse, planned, [b.ledger_id for b in batch], storage.max_concurrency
+            store, warehouse, planned, [b.ledger_id for b in triage.batch], storage.max_concurrency
         )
         checkpoint("lake_written")
         summary.rejected_files = publish.write_rejected(
             store,
             result,
-            batch,
+            triage.batch,
             {i: r.run_id for i, r in rows_by_id.items()},
             storage.error_prefix,
             work_dir,
         )
         checkpoint("rejected_written")
-        archive_keys = {
-            item.ledger_id: archive.archive_key(storage.archive_prefix, rows_by_id[item.ledger_id])
-            for item in batch
-        }
-        changes = publish.commit_batch(
-            warehouse,
-            result,
-            batch,
-            triage.checksums,
-            triage.corrections,
-            archive_keys,
-            settings.rules.incentive_rate,
-            settings.rules,
+        per_day = daily.compute(result.rows_dir)
+        months: set[str] = set()
+
+        def commit(part: list[BatchFile]) -> None:
+            changes = publish.commit_batch(
+                warehouse,
+                result,
+                per_day,
+                part,
+                triage.checksums,
+                triage.corrections,
+                {item.ledger_id: _archive_key(storage, rows_by_id, item) for item in part},
+                settings.rules,
+            )
+            months.update(changes.months)
+
+        committed = isolate.bisect(
+            triage.batch, commit, "the warehouse commit", lambda item: item.file_name
         )
         checkpoint("marts_committed")
+    pending += _set_aside(
+        warehouse,
+        storage,
+        rows_by_id,
+        triage,
+        {
+            item.ledger_id: f"cannot be stored in the warehouse: {why}"
+            for item, why in committed.set_aside
+        },
+        summary,
+    )
 
-    for item in batch:
+    for item in triage.batch:
         counts = result.counts.get(item.ledger_id, FileCounts())
         message = None
         if item.ledger_id in triage.corrections:
@@ -365,59 +395,76 @@ def _process(
         summary.rows_valid += counts.rows_valid
         summary.rows_rejected += counts.rows_rejected
         pending.append(
-            _with_pending(rows_by_id[item.ledger_id], ledger.DONE, archive_keys[item.ledger_id])
+            _with_pending(
+                rows_by_id[item.ledger_id], ledger.DONE, _archive_key(storage, rows_by_id, item)
+            )
         )
-    summary.files_processed = len(batch)
-    return pending, set(changes.months)
+    summary.files_processed = len(triage.batch)
+    return pending, months
+
+
+def _archive_key(
+    storage: StorageSettings, rows_by_id: dict[int, LedgerRow], item: BatchFile
+) -> str:
+    return archive.archive_key(storage.archive_prefix, rows_by_id[item.ledger_id])
 
 
 def _run_engine(
     settings: Settings,
     batch: list[BatchFile],
     dims: Dimensions,
+    limits: RowLimits,
     summary: RunSummary,
     work_dir: Path,
 ) -> tuple[EngineResult | None, dict[int, str]]:
-    """The engine over the batch. When it fails on the input itself (not on the machine: disk,
-    memory), the files it cannot read are found by bisection and left out, with its message,
-    so that one such file does not stop every file of every run from now on."""
-    unreadable: dict[int, str] = {}
+    """The engine over the batch, and the files it had to leave out, with why.
+
+    When the engine fails on the input itself (not on the machine: disk, memory), the files
+    at fault are found by bisection (isolate.py) and left out, so that one such file does not
+    stop every file of every run from now on. A file whose rows sum, for one mart row, to more
+    than the warehouse can hold is left out too."""
+    unusable: dict[int, str] = {}
 
     def attempt(files: list[BatchFile], out: Path) -> EngineResult:
         engine = open_engine(settings.engine, summary.engine)
         try:
-            return enrich(engine, files, dims, summary.run_id, out)
+            return engine.process(files, dims, limits, summary.run_id, out)
         finally:
             engine.close()
 
-    def culprits(files: list[BatchFile], error: EngineError) -> None:
-        if len(files) == 1:
-            unreadable[files[0].ledger_id] = str(error)
-            return
-        half = len(files) // 2
-        for part in (files[:half], files[half:]):
-            probe = work_dir / "probe"
-            try:
-                attempt(part, probe)
-            except EngineError as exc:
-                if not exc.input_error:
-                    raise
-                culprits(part, exc)
-            finally:
-                shutil.rmtree(probe, ignore_errors=True)
+    def probe(files: list[BatchFile]) -> None:
+        try:
+            attempt(files, work_dir / "probe")
+        finally:
+            shutil.rmtree(work_dir / "probe", ignore_errors=True)
 
-    try:
-        return attempt(batch, work_dir / "out"), unreadable
-    except EngineError as exc:
-        if not exc.input_error:
-            raise
-        log.warning("the engine cannot read every file; finding which", extra={"error": str(exc)})
+    while batch:
+        try:
+            result = attempt(batch, work_dir / "out")
+        except Exception as exc:
+            if not (isolate.is_input_fault(exc) or isolate.is_unforeseen(exc)):
+                raise
+            shutil.rmtree(work_dir / "out", ignore_errors=True)
+            found = isolate.bisect(
+                batch, probe, "the engine", lambda item: item.file_name, failed_with=exc
+            )
+            if not found.set_aside:  # only fails together: nothing to set aside
+                raise EngineError(
+                    "the engine fails on the batch but on none of its files alone: "
+                    + isolate.describe(exc)
+                ) from exc
+            unusable |= {
+                item.ledger_id: f"the engine cannot read it: {why}" for item, why in found.set_aside
+            }
+            batch = list(found.passed)
+            continue
+        unstorable = publish.unstorable_files(result)
+        if not unstorable:
+            return result, unusable
+        unusable |= unstorable
+        batch = [item for item in batch if item.ledger_id not in unstorable]
         shutil.rmtree(work_dir / "out", ignore_errors=True)
-        culprits(batch, exc)
-    if not unreadable:  # only fails together: nothing to set aside
-        raise EngineError("the engine fails on the batch but on none of its files alone")
-    rest = [item for item in batch if item.ledger_id not in unreadable]
-    return (attempt(rest, work_dir / "out") if rest else None), unreadable
+    return None, unusable
 
 
 def _set_aside(
@@ -425,19 +472,19 @@ def _set_aside(
     storage: StorageSettings,
     rows_by_id: dict[int, LedgerRow],
     triage: _Triage,
-    unreadable: dict[int, str],
+    problems: dict[int, str],
     summary: RunSummary,
 ) -> list[LedgerRow]:
-    """Quarantine the files the engine cannot read; the batch goes on without them."""
+    """Quarantine files of the batch that cannot go on (their messages name the problem);
+    the batch goes on without them."""
     pending: list[LedgerRow] = []
-    if not unreadable:
+    if not problems:
         return pending
     with warehouse.begin() as conn:
         warehouse.fence(conn)
-        for ledger_id, error in unreadable.items():
+        for ledger_id, message in problems.items():
             row = rows_by_id[ledger_id]
             dest = archive.archive_key(storage.error_prefix, row)
-            message = f"the engine cannot read it: {error}"
             ledger.set_pending(
                 conn,
                 ledger_id,
@@ -449,8 +496,9 @@ def _set_aside(
             triage.corrections.pop(ledger_id, None)
             pending.append(_with_pending(row, ledger.QUARANTINED, dest))
             summary.files.append(FileOutcome(ledger_id, row.file_name, "E", message=message))
-    triage.batch = [item for item in triage.batch if item.ledger_id not in unreadable]
-    summary.files_quarantined += len(unreadable)
+            log.warning("file set aside", extra={"file": row.file_name, "problem": message})
+    triage.batch = [item for item in triage.batch if item.ledger_id not in problems]
+    summary.files_quarantined += len(problems)
     summary.files_corrected = len(triage.corrections)
     return pending
 
@@ -471,9 +519,16 @@ def _stages(
     work_dir = work_root / f"run-{summary.run_id}"
 
     with _timed(summary, "discover", progress):
-        found = discover(store, warehouse, storage.landing_prefix, summary.run_id)
+        found = discover(
+            store, warehouse, storage.landing_prefix, storage.error_prefix, summary.run_id
+        )
     summary.files_seen = len(found.new)
     summary.files_resumed = len(found.resumed)
+    for row in found.new:  # quarantined by name at registration
+        if row.pending_status == ledger.QUARANTINED:
+            message = f"quarantined by name: {ledger.name_problem(row.landing_name)}"
+            summary.files.append(FileOutcome(row.id, row.file_name, "E", message=message))
+            summary.files_quarantined += 1
     checkpoint("discovered")
 
     # Rows whose outcome is already committed only need their move; the rest start over.
@@ -516,7 +571,10 @@ def _stages(
             months |= ledger.affected_months(conn, resumed_done)
         publish.write_snapshots(store, warehouse, months, storage.lake_prefix)
         checkpoint("snapshots_written")
-        archive.finalize(store, warehouse, storage.landing_prefix, finishing, checkpoint)
+        stuck = archive.finalize(store, warehouse, storage.landing_prefix, finishing, checkpoint)
+        for outcome in summary.files:
+            if outcome.id in stuck:
+                outcome.message = "; ".join(filter(None, [outcome.message, stuck[outcome.id]]))
         archive.remove_superseded_lake_objects(store, warehouse)
     shutil.rmtree(work_dir, ignore_errors=True)
     checkpoint("finished")

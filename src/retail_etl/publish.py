@@ -9,30 +9,23 @@ import io
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import delete, select
 
 from retail_etl import coupons, daily, ledger, marts
-from retail_etl.config import RulesSettings
+from retail_etl.config import MAX_STORABLE_AMOUNT, RulesSettings
 from retail_etl.engines import MANDATORY_COLUMNS, BatchFile, EngineResult
-from retail_etl.storage import ObjectStore
+from retail_etl.storage import ObjectStore, fit_key
 from retail_etl.warehouse import Warehouse, select_arrow_batches
 from retail_etl.warehouse.schema import customers_data_mart, lake_object, sales_team_data_mart
 
 SNAPSHOT_BATCH_ROWS = 100_000  # mart rows read, and written as a row group, at a time
 _PARTITION = re.compile(r"kind=valid/sales_month=([^/]+)/store_id=([^/]+)/_ledger=(\d+)/")
-
-
-@dataclass(frozen=True)
-class Published:
-    lake_objects: int
-    rejected_files: int
-    changes: marts.MartChanges
 
 
 def plan_lake_objects(rows_dir: Path, lake_prefix: str) -> dict[int, list[tuple[Path, str]]]:
@@ -92,7 +85,7 @@ def upload_lake(
 
 
 def rejected_key(error_prefix: str, run_id: int, file_name: str) -> str:
-    return f"{error_prefix}rejected/{run_id}/{file_name}.csv"
+    return fit_key(f"{error_prefix}rejected/{run_id}/", f"{file_name}.csv")
 
 
 def write_rejected(
@@ -139,55 +132,75 @@ def _original_values(item: BatchFile, row: dict[str, Any]) -> list[str | None]:
     return values
 
 
+def unstorable_files(result: EngineResult) -> dict[int, str]:
+    """Files whose rows sum, for one mart row, to more than DECIMAL(18, 2) holds (the mart
+    SQL gives NULL there), each with the first such row named."""
+    found: dict[int, str] = {}
+    for contributions, what in (
+        (result.customer_contributions, ("customer_id", "sales_date_month")),
+        (result.sales_team_contributions, ("store_id", "sales_person_id", "sales_month")),
+    ):
+        overflowing = contributions.filter(pc.is_null(contributions["total_sales"]))
+        for row in overflowing.select(["ledger_id", *what]).to_pylist():
+            key = ", ".join(f"{name} {row[name]}" for name in what)
+            found.setdefault(
+                int(row["ledger_id"]),
+                f"its rows for {key} sum to more than {MAX_STORABLE_AMOUNT} "
+                "(the largest total the marts hold)",
+            )
+    return found
+
+
+def _of_files(table: pa.Table, ledger_ids: set[int]) -> pa.Table:
+    return table.filter(pc.is_in(table["ledger_id"], pa.array(sorted(ledger_ids), pa.int64())))
+
+
 def commit_batch(
     warehouse: Warehouse,
     result: EngineResult,
-    batch: list[BatchFile],
+    per_day: daily.DailyAggregates,
+    files: list[BatchFile],
     checksums: dict[int, str],
     corrections: dict[int, int],
     archive_keys: dict[int, str],
-    incentive_rate: Decimal,
-    rules: RulesSettings | None = None,
+    rules: RulesSettings,
 ) -> marts.MartChanges:
-    """One transaction: marts (with the per-day sums and the coupons derived from them)
-    updated and every file of the batch marked done (pending its move to the archive).
-    Before it commits nothing of the batch is in the marts; after it, all of it is."""
-    months_by_file: dict[int, set[str]] = {item.ledger_id: set() for item in batch}
+    """One transaction for these files of the engine's result: marts (with the per-day sums
+    and the coupons derived from them) updated and every file marked done (pending its move
+    to the archive). Before it commits nothing of them is in the marts; after it, all of it
+    is. Raises WarehouseError or UnstorableError (a mart total would overflow)."""
+    ids = {item.ledger_id for item in files}
+    customer_contributions = _of_files(result.customer_contributions, ids)
+    sales_team_contributions = _of_files(result.sales_team_contributions, ids)
+    months_by_file: dict[int, set[str]] = {item.ledger_id: set() for item in files}
     # distinct pairs first: one row per customer would be millions with a large customer base
-    pairs = result.customer_contributions.group_by(["ledger_id", "sales_date_month"]).aggregate([])
+    pairs = customer_contributions.group_by(["ledger_id", "sales_date_month"]).aggregate([])
     for ledger_id, month in zip(
         pairs["ledger_id"].to_pylist(), pairs["sales_date_month"].to_pylist(), strict=True
     ):
         months_by_file[int(ledger_id)].add(month.strftime("%Y-%m"))
-    per_day = daily.compute(result.rows_dir)
+    replaced = {new: old for new, old in corrections.items() if new in ids}
     with warehouse.begin() as conn:
         warehouse.fence(conn)
-        superseded = list(corrections.values())
+        superseded = list(replaced.values())
         old_months = ledger.affected_months(conn, superseded)
         changes = marts.apply(
             warehouse,
             conn,
-            result.customer_contributions,
-            result.sales_team_contributions,
+            customer_contributions,
+            sales_team_contributions,
             superseded,
-            incentive_rate,
+            rules.incentive_rate,
         )
-        daily.apply(warehouse, conn, per_day, superseded, [item.ledger_id for item in batch])
-        coupons.refresh(
-            warehouse,
-            conn,
-            changes,
-            rules if rules is not None else RulesSettings(),
-            rows_removed=bool(superseded),
-        )
-        for new_id, old_id in corrections.items():
+        daily.apply(warehouse, conn, per_day.of_files(ids), superseded, sorted(ids))
+        coupons.refresh(warehouse, conn, changes, rules, rows_removed=bool(superseded))
+        for new_id, old_id in replaced.items():
             ledger.supersede(conn, old_id, new_id)
-        for item in batch:
+        for item in files:
             counts = result.counts.get(item.ledger_id)
             months = months_by_file[item.ledger_id]
-            if item.ledger_id in corrections:
+            if item.ledger_id in replaced:
                 months |= old_months
-            replaced = corrections.get(item.ledger_id)
             ledger.set_pending(
                 conn,
                 item.ledger_id,
@@ -198,7 +211,11 @@ def commit_batch(
                 rows_valid=counts.rows_valid if counts else 0,
                 rows_rejected=counts.rows_rejected if counts else 0,
                 affected_months=",".join(sorted(months)),
-                message=f"correction of file id {replaced}" if replaced else None,
+                message=(
+                    f"correction of file id {replaced[item.ledger_id]}"
+                    if item.ledger_id in replaced
+                    else None
+                ),
             )
     return marts.MartChanges(
         changes.customer_rows,

@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -313,8 +314,8 @@ def test_rows_are_read_once_per_layout_with_broadcast_dimensions(request, tmp_pa
     """The plan a Spark reviewer expects: one CSV scan per header layout, every dimension
     joined by broadcast (no shuffle of the sales rows), one session for every engine."""
     from retail_etl import sql
-    from retail_etl.config import EngineSettings
-    from retail_etl.engines.base import BatchFile
+    from retail_etl.config import EngineSettings, RulesSettings
+    from retail_etl.engines.base import BatchFile, RowLimits
     from retail_etl.engines.spark_engine import SparkEngine, Workspace, raw_rows
     from retail_etl.enrich import load_dimensions
 
@@ -337,7 +338,10 @@ def test_rows_are_read_once_per_layout_with_broadcast_dimensions(request, tmp_pa
     try:
         engine.register(batch, load_dimensions(env.warehouse))
         raw_rows(engine.spark, workspace.stage(batch)).createOrReplaceTempView("raw_rows")
-        rows = engine.spark.sql(sql.render("rows", "spark", run_id=1, malformed_lines=True))
+        limits = RowLimits.of(RulesSettings(), date.today())
+        rows = engine.spark.sql(
+            sql.render("rows", "spark", run_id=1, limits=limits, malformed_lines=True)
+        )
         plan = rows._jdf.queryExecution().executedPlan().toString()
         assert rows.count() == 1 + len(STORE2_ROWS)
     finally:

@@ -11,6 +11,7 @@ from retail_etl.engines.base import (
     Engine,
     EngineResult,
     FileCounts,
+    RowLimits,
 )
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "Engine",
     "EngineResult",
     "FileCounts",
+    "RowLimits",
     "open_engine",
 ]
 

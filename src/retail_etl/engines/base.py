@@ -15,10 +15,14 @@ those files again for their raw values.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Protocol
 
 import pyarrow as pa
+
+from retail_etl.config import RulesSettings
 
 MANDATORY_COLUMNS = (
     "customer_id",
@@ -48,6 +52,28 @@ LAKE_COLUMNS = (
     "run_id",
 )
 REJECTED_COLUMNS = (*(f"raw_{name}" for name in MANDATORY_COLUMNS), "extra_values", "reject_reason")
+PRODUCT_NAME_LENGTH = 255  # product.name: a longer name cannot be a product's
+
+
+@dataclass(frozen=True)
+class RowLimits:
+    """What the row rules admit beyond types, so that every admitted value can be stored,
+    summed and reported (SPEC section 4): dates the month arithmetic and the warehouse
+    handle, amounts whose monthly sums fit DECIMAL(18, 2)."""
+
+    min_sales_date: date
+    max_sales_date: date
+    max_amount: Decimal
+    max_quantity: int
+
+    @classmethod
+    def of(cls, rules: RulesSettings, today: date) -> RowLimits:
+        return cls(
+            rules.min_sales_date,
+            today + timedelta(days=rules.max_days_ahead),
+            rules.max_amount.quantize(Decimal("0.01")),  # as SQL writes it: 100000000.00
+            rules.max_quantity,
+        )
 
 
 @dataclass(frozen=True)
@@ -100,7 +126,12 @@ class Engine(Protocol):
     name: str
 
     def process(
-        self, batch: list[BatchFile], dims: Dimensions, run_id: int, out_dir: Path
+        self,
+        batch: list[BatchFile],
+        dims: Dimensions,
+        limits: RowLimits,
+        run_id: int,
+        out_dir: Path,
     ) -> EngineResult: ...
 
     def close(self) -> None: ...

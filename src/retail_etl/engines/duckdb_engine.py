@@ -22,6 +22,7 @@ from retail_etl.engines.base import (
     Dimensions,
     EngineResult,
     FileCounts,
+    RowLimits,
 )
 from retail_etl.errors import EngineError
 
@@ -172,13 +173,18 @@ class DuckDBEngine:
         )
 
     def process(
-        self, batch: list[BatchFile], dims: Dimensions, run_id: int, out_dir: Path
+        self,
+        batch: list[BatchFile],
+        dims: Dimensions,
+        limits: RowLimits,
+        run_id: int,
+        out_dir: Path,
     ) -> EngineResult:
         rows_dir = (out_dir / "rows").resolve()
         rows_dir.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.register(batch, dims)
-            rows = sql.render("rows", "duckdb", run_id=int(run_id))
+            rows = sql.render("rows", "duckdb", run_id=int(run_id), limits=limits)
             # Pass 1 writes the lake's files. Rejected rows go along with the lake's columns
             # (under kind=rejected) only to show which files have any; that folder is then
             # replaced by pass 2's.

@@ -45,6 +45,7 @@ from retail_etl.engines.base import (
     Dimensions,
     EngineResult,
     FileCounts,
+    RowLimits,
 )
 from retail_etl.errors import EngineError
 
@@ -400,13 +401,18 @@ class SparkEngine:
         ).createOrReplaceTempView("batch_files")
 
     def process(
-        self, batch: list[BatchFile], dims: Dimensions, run_id: int, out_dir: Path
+        self,
+        batch: list[BatchFile],
+        dims: Dimensions,
+        limits: RowLimits,
+        run_id: int,
+        out_dir: Path,
     ) -> EngineResult:
         rows_dir = (out_dir / "rows").resolve()
         try:
             workspace = Workspace(self.spark, self.settings, out_dir)
             try:
-                return self._process(workspace, batch, dims, run_id, rows_dir)
+                return self._process(workspace, batch, dims, limits, run_id, rows_dir)
             finally:
                 workspace.remove()
         except (PySparkException, Py4JError) as exc:
@@ -417,13 +423,16 @@ class SparkEngine:
         workspace: Workspace,
         batch: list[BatchFile],
         dims: Dimensions,
+        limits: RowLimits,
         run_id: int,
         rows_dir: Path,
     ) -> EngineResult:
         spark = self.spark
         self._tune(batch)
         self.register(batch, dims)
-        rows_sql = sql.render("rows", "spark", run_id=int(run_id), malformed_lines=True)
+        rows_sql = sql.render(
+            "rows", "spark", run_id=int(run_id), limits=limits, malformed_lines=True
+        )
 
         # Pass 1 writes the lake's files; rejected rows and malformed lines go along (under
         # their kind) only to show which files have any.

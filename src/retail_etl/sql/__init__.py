@@ -1,7 +1,8 @@
 """SQL shared by every engine: Jinja templates whose few dialect differences are macros.
 
-The templates only ever receive identifiers and integers we generate; values from data go
-through registered tables, never through the template text.
+The templates only ever receive identifiers, integers, dates and decimals we generate or that
+the typed configuration holds; values from data go through registered tables, never through
+the template text.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from importlib.resources import files
 from typing import Literal
 
 from jinja2 import Environment, StrictUndefined
+
+from retail_etl.config import MAX_STORABLE_AMOUNT
+from retail_etl.engines.base import PRODUCT_NAME_LENGTH
 
 Dialect = Literal["duckdb", "spark"]
 
@@ -95,6 +99,8 @@ def render(name: str, dialect: Dialect, **params: object) -> str:
             month_start=macros.month_start,
             month_label=macros.month_label,
             NUMBER=NUMBER,
+            MAX_STORABLE_AMOUNT=MAX_STORABLE_AMOUNT,
+            product_name_length=PRODUCT_NAME_LENGTH,
             **params,
         )
     )

@@ -21,7 +21,10 @@ SELECT {{ broadcast("c") }}
     CAST(c.customer_address AS STRING) AS address,
     CAST(c.customer_phone_number AS STRING) AS phone_number,
     p.sales_date_month,
-    CAST(p.total_sales AS DECIMAL(18, 2)) AS total_sales,
+    -- NULL when the file's rows sum to more than DECIMAL(18, 2) holds: that file cannot be
+    -- stored (the run sets it aside), and a cast would fail the whole batch instead.
+    CASE WHEN p.total_sales <= {{ MAX_STORABLE_AMOUNT }}
+         THEN CAST(p.total_sales AS DECIMAL(18, 2)) END AS total_sales,
     CAST(p.sales_rows AS BIGINT) AS sales_rows
 FROM per_file p
 JOIN dim_customer c ON c.customer_id = p.customer_id

@@ -3,12 +3,17 @@
 --                 price, quantity, total_cost, additional_column, extra_values) as text,
 --        batch_files(ledger_id, file_name), and the lookup tables of enrich.load_dimensions:
 --        dim_customer, dim_store, dim_sales_team, dim_product (columns named as in the lake).
+-- Parameters: run_id; limits (engines.base.RowLimits) and product_name_length: what a row
+-- may hold so that the warehouse can store, sum and report it.
 -- Output: one row per input row; kind = 'valid' rows are enriched, 'rejected' rows keep their
 -- raw values and say why in reject_reason.
 -- malformed_lines (Spark): raw_rows also carries the lines the CSV reader could not split into
 -- the header's columns, with malformed_reason set; they come out as kind = 'malformed', so the
 -- same passes over the files yield them. DuckDB's reader sets such lines aside itself.
 {%- set malformed_lines = malformed_lines | default(false) %}
+{%- set max_amount = limits.max_amount %}
+{%- set min_date = "DATE '" ~ limits.min_sales_date.isoformat() ~ "'" %}
+{%- set max_date = "DATE '" ~ limits.max_sales_date.isoformat() ~ "'" %}
 {%- macro is_empty(col) -%}
 ({{ col }} IS NULL OR trim({{ col }}) = '')
 {%- endmacro %}
@@ -21,7 +26,9 @@ CASE WHEN {{ is_empty("t.raw_" ~ col) }} THEN '{{ col }} is empty'
      WHEN t.{{ col }} IS NULL AND {{ matches("trim(t.raw_" ~ col ~ ")", NUMBER) }}
           THEN '{{ col }} has more than 2 decimal places or is too large'
      WHEN t.{{ col }} IS NULL THEN '{{ col }} is not a number'
-     WHEN t.{{ col }} < 0 THEN '{{ col }} is negative' END
+     WHEN t.{{ col }} < 0 THEN '{{ col }} is negative'
+     WHEN t.{{ col }} > {{ limits.max_amount }}
+          THEN '{{ col }} is more than {{ limits.max_amount }} (rules.max_amount)' END
 {%- endmacro %}
 
 WITH typed AS (
@@ -62,8 +69,12 @@ enriched AS (
         -- Cheap test first: the reasons are only spelled out for the (rare) rejected rows.
         COALESCE(
             t.customer_id IS NOT NULL AND t.store_id IS NOT NULL AND t.product_name <> ''
-            AND t.sales_date IS NOT NULL AND t.sales_person_id IS NOT NULL
-            AND t.price >= 0 AND t.quantity > 0 AND t.total_cost >= 0
+            AND length(t.product_name) <= {{ product_name_length }}
+            AND t.sales_date BETWEEN {{ min_date }} AND {{ max_date }}
+            AND t.sales_person_id IS NOT NULL
+            AND t.price BETWEEN 0 AND {{ max_amount }}
+            AND t.quantity BETWEEN 1 AND {{ limits.max_quantity }}
+            AND t.total_cost BETWEEN 0 AND {{ max_amount }}
             AND c.customer_id IS NOT NULL AND s.store_id IS NOT NULL
             AND sp.sales_person_id IS NOT NULL,
             FALSE
@@ -85,14 +96,22 @@ checked AS (
         CASE WHEN NOT t.is_valid THEN concat_ws('; ',
             {{ integer_problem("customer_id") }},
             {{ integer_problem("store_id") }},
-            CASE WHEN {{ is_empty("t.raw_product_name") }} THEN 'product_name is empty' END,
+            CASE WHEN {{ is_empty("t.raw_product_name") }} THEN 'product_name is empty'
+                 WHEN length(t.product_name) > {{ product_name_length }}
+                 THEN 'product_name is longer than {{ product_name_length }} characters' END,
             CASE WHEN {{ is_empty("t.raw_sales_date") }} THEN 'sales_date is empty'
-                 WHEN t.sales_date IS NULL THEN 'sales_date is not a valid YYYY-MM-DD date' END,
+                 WHEN t.sales_date IS NULL THEN 'sales_date is not a valid YYYY-MM-DD date'
+                 WHEN t.sales_date < {{ min_date }}
+                 THEN 'sales_date is before {{ limits.min_sales_date }} (rules.min_sales_date)'
+                 WHEN t.sales_date > {{ max_date }}
+                 THEN 'sales_date is after {{ limits.max_sales_date }} (rules.max_days_ahead)' END,
             {{ integer_problem("sales_person_id") }},
             {{ money_problem("price") }},
             CASE WHEN {{ is_empty("t.raw_quantity") }} THEN 'quantity is empty'
                  WHEN t.quantity IS NULL THEN 'quantity is not an integer'
-                 WHEN t.quantity <= 0 THEN 'quantity is not greater than 0' END,
+                 WHEN t.quantity <= 0 THEN 'quantity is not greater than 0'
+                 WHEN t.quantity > {{ limits.max_quantity }}
+                 THEN 'quantity is more than {{ limits.max_quantity }} (rules.max_quantity)' END,
             {{ money_problem("total_cost") }},
             CASE WHEN t.customer_id IS NOT NULL AND NOT t.customer_known
                  THEN 'customer_id not in customer' END,

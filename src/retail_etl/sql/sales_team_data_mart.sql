@@ -22,7 +22,10 @@ SELECT {{ broadcast("sp") }}
     p.sales_person_id,
     CAST(sp.sales_person_full_name AS STRING) AS full_name,
     {{ month_label("p.month_start") }} AS sales_month,
-    CAST(p.total_sales AS DECIMAL(18, 2)) AS total_sales,
+    -- NULL when the file's rows sum to more than DECIMAL(18, 2) holds: that file cannot be
+    -- stored (the run sets it aside), and a cast would fail the whole batch instead.
+    CASE WHEN p.total_sales <= {{ MAX_STORABLE_AMOUNT }}
+         THEN CAST(p.total_sales AS DECIMAL(18, 2)) END AS total_sales,
     CAST(p.sales_rows AS BIGINT) AS sales_rows
 FROM per_file p
 JOIN dim_sales_team sp ON sp.sales_person_id = p.sales_person_id

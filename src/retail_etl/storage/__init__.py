@@ -7,9 +7,9 @@ from urllib.parse import urlparse
 
 from retail_etl.config import StorageSettings
 from retail_etl.errors import ConfigError
-from retail_etl.storage.base import ObjectInfo, ObjectStore, safe_key
+from retail_etl.storage.base import MAX_KEY_BYTES, ObjectInfo, ObjectStore, fit_key, safe_key
 
-__all__ = ["ObjectInfo", "ObjectStore", "open_store", "safe_key"]
+__all__ = ["MAX_KEY_BYTES", "ObjectInfo", "ObjectStore", "fit_key", "open_store", "safe_key"]
 
 
 def open_store(settings: StorageSettings) -> ObjectStore:

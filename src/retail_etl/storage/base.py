@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,3 +61,19 @@ def safe_key(key: str) -> str:
     if normalised == ".." or normalised.startswith("../"):
         raise StorageError(f"unsafe object key: {key!r}")
     return normalised + ("/" if key.endswith("/") and normalised != "." else "")
+
+
+MAX_KEY_BYTES = 1024  # S3's limit; far inside any file system's path limit
+_KEPT_NAME_BYTES = 200  # of a shortened key's last part: well inside a file name's 255
+
+
+def fit_key(prefix: str, name: str) -> str:
+    """prefix + name, or, when that is longer than MAX_KEY_BYTES, prefix + a digest of the
+    name + the end of its last part (the extension included): deterministic, so a resumed
+    run finds the same key, and distinct for distinct names."""
+    key = prefix + name
+    if len(key.encode("utf-8", "surrogateescape")) <= MAX_KEY_BYTES:
+        return key
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    tail = name.rsplit("/", 1)[-1].encode("utf-8", "surrogateescape")[-_KEPT_NAME_BYTES:]
+    return f"{prefix}{digest}-{tail.decode('utf-8', 'ignore')}"

@@ -8,13 +8,14 @@ import glob
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from retail_etl.errors import StorageError
+from retail_etl.errors import ObjectConflictError, StorageError
 from retail_etl.storage.base import ObjectInfo, safe_key
 
 # Objects being written are staged beside their destination under this name prefix,
@@ -39,10 +40,15 @@ class LocalFolderStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        path = (self.root / safe_key(key)).resolve()
-        if path != self.root and self.root not in path.parents:
+        """The key's path; the folders are resolved, the last part is not: a symbolic link in
+        the bucket is an object of its own (never followed out of the bucket)."""
+        path = self.root / safe_key(key)
+        if path == self.root:
+            return path
+        parent = path.parent.resolve()
+        if parent != self.root and self.root not in parent.parents:
             raise StorageError(f"object key escapes the bucket: {key!r}")
-        return path
+        return parent / path.name
 
     def _key(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
@@ -62,26 +68,35 @@ class LocalFolderStore:
             return []
         found = []
         with self._errors("list", prefix):
-            for dirpath, _dirs, files in os.walk(base):
-                for name in files:
+            for dirpath, dirs, files in os.walk(base):
+                # Anything that is not a folder is an object, links to folders included: an
+                # odd one is then set aside by the run rather than silently skipped.
+                links = [name for name in dirs if os.path.islink(os.path.join(dirpath, name))]
+                for name in files + links:
                     if name.startswith(_TMP_PREFIX):
                         continue
                     path = Path(dirpath) / name
-                    found.append(ObjectInfo(self._key(path), path.stat().st_size))
+                    found.append(ObjectInfo(self._key(path), path.lstat().st_size))
         return sorted(found, key=lambda info: info.key)
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        try:
+            return not stat.S_ISDIR(self._path(key).lstat().st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
 
     def size(self, key: str) -> int | None:
         path = self._path(key)
         with self._errors("read", key):
-            return path.stat().st_size if path.is_file() else None
+            return path.lstat().st_size if self.exists(key) else None
 
     def download(self, key: str, dest: Path) -> None:
         src = self._path(key)
-        if not src.is_file():
+        if not self.exists(key):
             raise StorageError(f"object not found: {key}")
+        kind = _odd_kind(src)
+        if kind:  # a link may point anywhere, a pipe would block the run: never read them
+            raise StorageError(f"cannot read {key} in {self.url}: it is a {kind}, not a file")
         # Objects are never modified in place (moves are renames, writes are replacements),
         # so a hard link is a safe zero-copy "download" when the folders share a disk.
         try:
@@ -130,22 +145,27 @@ class LocalFolderStore:
 
     def _move(self, src_key: str, dest_key: str) -> None:
         src, dest = self._path(src_key), self._path(dest_key)
-        if dest.exists():
-            if not src.exists():
+        if os.path.lexists(dest):
+            if not os.path.lexists(src):
                 return  # an earlier move got this far
-            if not filecmp.cmp(src, dest, shallow=False):
-                raise StorageError(f"refusing to overwrite {dest_key} with different content")
+            if not _same_object(src, dest):
+                raise ObjectConflictError(
+                    f"refusing to overwrite {dest_key} with different content"
+                )
             src.unlink()
             return
-        if not src.exists():
+        if not os.path.lexists(src):
             raise StorageError(f"object not found: {src_key}")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        # A hard link publishes the destination without a window where it is partial.
+        # A hard link publishes the destination without a window where it is partial; a
+        # symbolic link is moved as the link itself.
         try:
-            os.link(src, dest)
+            os.link(src, dest, follow_symlinks=False)
         except FileExistsError:
-            raise StorageError(f"refusing to overwrite {dest_key}") from None
+            raise ObjectConflictError(f"refusing to overwrite {dest_key}") from None
         except OSError:
+            if _odd_kind(src):
+                raise
             self._atomic_write(dest_key, lambda handle: _copy_into(src, handle))
         src.unlink()
 
@@ -160,3 +180,23 @@ class LocalFolderStore:
 def _copy_into(src: Path, handle: BinaryIO) -> None:
     with open(src, "rb") as source:
         shutil.copyfileobj(source, handle, 1 << 20)
+
+
+def _odd_kind(path: Path) -> str | None:
+    """What a bucket entry is when it is not a regular file (None when it is one)."""
+    mode = path.lstat().st_mode
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        return "symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "named pipe"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "special file"
+
+
+def _same_object(src: Path, dest: Path) -> bool:
+    if _odd_kind(src) or _odd_kind(dest):
+        return src.is_symlink() and dest.is_symlink() and os.readlink(src) == os.readlink(dest)
+    return filecmp.cmp(src, dest, shallow=False)

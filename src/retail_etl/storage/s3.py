@@ -45,7 +45,7 @@ from s3transfer.exceptions import (
 from s3transfer.manager import TransferManager
 
 from retail_etl.config import StorageSettings
-from retail_etl.errors import ConfigError, StorageError
+from retail_etl.errors import ConfigError, ObjectConflictError, StorageError
 from retail_etl.redact import redact
 from retail_etl.storage.base import ObjectInfo
 
@@ -178,7 +178,7 @@ class S3Store:
             if source is None:
                 return  # an earlier move copied, then stopped before deleting the source
             if not self._same_content(src_key, source, dest_key, existing):
-                raise StorageError(
+                raise ObjectConflictError(
                     f"refusing to overwrite {self._where(dest_key)} with different content"
                 )
             self.delete(src_key)

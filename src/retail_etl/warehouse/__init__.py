@@ -30,7 +30,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    SQLAlchemyError,
+    StatementError,
+)
 
 from retail_etl.config import WarehouseSettings
 from retail_etl.errors import LockedError, LockLostError, WarehouseError
@@ -131,7 +137,9 @@ class Warehouse:
             detail = str(orig).splitlines()[0] if str(orig) else type(orig).__name__
         if note:
             detail += f"; {note}"
-        return WarehouseError(redact(f"warehouse {self.display_url}: {detail}"))
+        return WarehouseError(
+            redact(f"warehouse {self.display_url}: {detail}"), data_error=_is_data_error(exc)
+        )
 
     def create_all(self) -> None:
         with self.begin() as conn:
@@ -329,6 +337,24 @@ class Warehouse:
 def _is_lock_wait(exc: DBAPIError) -> bool:
     text = str(exc.orig).lower()
     return "database is locked" in text or "lock wait timeout" in text
+
+
+# MySQL / MariaDB errors about a value: out of range (also in an expression), too long,
+# truncated, incorrect for its column.
+_MYSQL_DATA_ERRORS = {1264, 1265, 1292, 1366, 1406, 1690}
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """Whether a statement failed on the values it was given (rather than on the warehouse):
+    a DBAPI data or integrity error, a MySQL value error, or a Python error binding a value
+    (sqlite3 raises OverflowError for an integer beyond 64 bits)."""
+    if isinstance(exc, DataError | IntegrityError):
+        return True
+    orig = getattr(exc, "orig", None)
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _MYSQL_DATA_ERRORS:
+        return True
+    return isinstance(exc, StatementError) and isinstance(orig, ArithmeticError | ValueError)
 
 
 def _is_connect_error(exc: DBAPIError) -> bool:
