@@ -10,7 +10,6 @@ from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 from conftest import Env, csv_text
 from helpers import customer_mart, keys, ledger
 from sqlalchemy import Table, select
@@ -123,8 +122,10 @@ def test_a_later_small_file_that_would_overflow_a_stored_total_is_quarantined(en
     files = by_name(env)
     assert files["tonight-small.csv"]["status"] == "E"
     message = files["tonight-small.csv"]["message"]
-    assert "cannot be stored in the warehouse" in message and "total_sales" in message or (
-        "would be more than 9999999999999999.99" in message
+    assert (
+        "cannot be stored in the warehouse" in message
+        and "total_sales" in message
+        or ("would be more than 9999999999999999.99" in message)
     )
     assert files["tonight-good.csv"]["status"] == "I"
     # exact cents: SQLite keeps total_sales as the nearest REAL, exact only below 2^53 cents
