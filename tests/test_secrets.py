@@ -152,8 +152,12 @@ def test_enc_values_from_the_environment_and_a_wrong_key(monkeypatch: pytest.Mon
     assert settings.warehouse.password.get_secret_value() == "env-Secret-42"
 
     monkeypatch.setenv(secrets.KEY_ENV, secrets.generate_key())
-    with pytest.raises(SecretError, match="warehouse.password: cannot decrypt an enc: value"):
+    with pytest.raises(SecretError) as caught:
         load_settings()
+    assert str(caught.value) == (
+        "invalid configuration: warehouse.password (from RETAIL_ETL_WAREHOUSE__PASSWORD): "
+        "cannot decrypt an enc: value: wrong master key, or the value was altered"
+    )
 
 
 def test_a_password_inside_the_warehouse_url_is_masked_not_the_url() -> None:

@@ -53,3 +53,10 @@ class WorkFolderError(RetailEtlError):
     """The local work folder cannot be written (disk full, read-only, permissions)."""
 
     exit_code = 7
+
+
+class UnexpectedError(RetailEtlError):
+    """Anything else: a defect of the tool, reported as such rather than as a raw Python error,
+    so a scheduler can tell it from the failures above."""
+
+    exit_code = 8
