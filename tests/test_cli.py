@@ -110,6 +110,9 @@ def failing_commands(folder: Path) -> dict[str, Callable[..., subprocess.Complet
     (folder / "bad.toml").write_text("[engine]\nthreads = 'many'\n")
     return {
         "configuration": lambda *opts: cli(folder, *opts, "--config", "bad.toml", "status"),
+        "object store": lambda *opts: cli(
+            folder, *opts, "run", env={"RETAIL_ETL_STORAGE__URL": f"file://{folder / 'none'}"}
+        ),
         "warehouse": lambda *opts: cli(
             folder,
             *opts,
@@ -122,7 +125,7 @@ def failing_commands(folder: Path) -> dict[str, Callable[..., subprocess.Complet
 
 @pytest.mark.parametrize(
     ("failure", "code"),
-    [("configuration", 2), ("warehouse", 4), ("unexpected", 8)],
+    [("configuration", 2), ("object store", 3), ("warehouse", 4), ("unexpected", 8)],
 )
 def test_debug_adds_a_traceback_and_changes_nothing_else(
     folder: Path, failure: str, code: int
@@ -208,3 +211,43 @@ def test_a_bad_value_from_the_environment_names_the_variable(folder: Path) -> No
         "error: invalid configuration: engine.threadz (from RETAIL_ETL_ENGINE__THREADZ): "
         "unknown setting (did you mean threads?)"
     )
+
+
+@pytest.mark.parametrize("where", ["/proc/bucket", "a-file/bucket"])
+def test_a_bucket_folder_that_cannot_be_made_is_an_object_store_error(
+    folder: Path, where: str
+) -> None:
+    (folder / "a-file").write_text("")
+    url = f"file://{where if where.startswith('/') else folder / where}"
+    for command in ("init", "run", "generate"):
+        args = ["--date", "2024-06-01"] if command == "generate" else []
+        result = cli(folder, command, *args, env={"RETAIL_ETL_STORAGE__URL": url})
+        assert result.returncode == 3, (command, result.stderr)
+        line = result.stderr.strip().splitlines()[-1]  # init said its tables are ready
+        assert line.startswith("error: ") and url in line and "Traceback" not in result.stderr
+
+
+# --- the bucket: only the commands that set up an installation create it ----------------------
+def test_run_against_a_missing_bucket_fails_and_creates_nothing(folder: Path) -> None:
+    assert cli(folder, "init", "--demo").returncode == 0
+    for url, path in [
+        (f"file://{folder / 'nonexistent' / 'bucket'}", folder / "nonexistent"),
+        ("file://./dat/bucket", folder / "dat"),  # a typo of ./data/bucket
+    ]:
+        result = cli(folder, "run", env={"RETAIL_ETL_STORAGE__URL": url})
+        assert result.returncode == 3
+        assert result.stderr.strip().splitlines() == [
+            f"error: bucket {url} does not exist ({path.resolve() / 'bucket'}); check "
+            "storage.url, or run `retail-etl init` to create the embedded folder bucket"
+        ]
+        assert not path.exists()
+
+
+def test_init_creates_the_folder_bucket_a_run_needs(folder: Path) -> None:
+    init = cli(folder, "init")
+    assert init.returncode == 0, init.stderr
+    assert "bucket folder ready: file://./data/bucket" in init.stderr
+    assert (folder / "data" / "bucket").is_dir()
+    result = cli(folder, "run", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["files_seen"] == 0

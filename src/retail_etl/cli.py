@@ -113,18 +113,24 @@ def secrets_encrypt(
     sys.stdout.write(encrypt(value, key) + "\n")
 
 
-@app.command()
+@app.command(short_help="Create the tables and the folder bucket (idempotent).")
 def init(
     demo: Annotated[bool, typer.Option("--demo", help="Load sample dimension rows")] = False,
     customers: Annotated[int, typer.Option(help="Sample customers with --demo", min=1)] = 40,
 ) -> None:
-    """Create every table if missing (idempotent); --demo loads sample dimension rows."""
+    """Create every table if missing, and a folder bucket (idempotent); --demo loads sample
+    dimension rows."""
     from retail_etl import sample_data
+    from retail_etl.storage import open_store
     from retail_etl.warehouse import Warehouse
 
-    warehouse = Warehouse(_settings().warehouse)
+    settings = _settings()
+    warehouse = Warehouse(settings.warehouse)
     warehouse.create_all()
     console.print(f"tables ready in {warehouse.display_url}")
+    open_store(settings.storage, create=True)
+    if settings.storage.url.startswith("file:"):
+        console.print(f"bucket folder ready: {settings.storage.url}")
     if demo:
         loaded = sample_data.load(warehouse, customers)
         console.print("sample rows loaded: " + ", ".join(f"{n} {t}" for t, n in loaded.items()))
@@ -157,7 +163,7 @@ def generate(
         raise typer.BadParameter(f"--date must be YYYY-MM-DD, got {date_!r}") from None
     settings = _settings()
     written = write(
-        open_store(settings.storage),
+        open_store(settings.storage, create=True),  # lands files as the stores do, like init
         Warehouse(settings.warehouse),
         settings.storage.landing_prefix,
         start,
@@ -353,15 +359,18 @@ def coupons(
     out.print(str(out_path.resolve()), soft_wrap=True, markup=False, highlight=False)
 
 
-@app.command()
+@app.command(short_help="The whole job on embedded defaults, in the current folder.")
 def demo(
     days: Annotated[int, typer.Option(min=1, help="Days of sales to generate")] = 7,
     rows: Annotated[int, typer.Option(min=1, help="Rows per file")] = 2000,
 ) -> None:
     """The whole job on embedded defaults: init --demo, generate, run, report."""
     from retail_etl.demo import run_demo
+    from retail_etl.storage import open_store
 
-    run_demo(_settings(), days, rows, out)
+    settings = _settings()
+    open_store(settings.storage, create=True)  # demo plays init
+    run_demo(settings, days, rows, out)
 
 
 @app.command()
