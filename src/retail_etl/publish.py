@@ -92,7 +92,14 @@ def upload_lake(
 
 
 def rejected_key(error_prefix: str, run_id: int, file_name: str) -> str:
-    return f"{error_prefix}rejected/{run_id}/{file_name}.csv"
+    """Where a file's rejected rows go (SPEC section 4): its name below landing, a `.csv`
+    name kept as it is, `.csv.gz` becoming `.csv`, `.csv` appended to anything else."""
+    lower = file_name.lower()
+    if lower.endswith(".csv.gz"):
+        file_name = file_name[: -len(".gz")]
+    elif not lower.endswith(".csv"):
+        file_name += ".csv"
+    return f"{error_prefix}rejected/{run_id}/{file_name}"
 
 
 def write_rejected(
