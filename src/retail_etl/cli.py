@@ -109,7 +109,10 @@ def secrets_encrypt(
             value = sys.stdin.read().rstrip("\r\n")
     if not value:
         raise typer.BadParameter("the value to encrypt is empty")
-    key = read_key_file(key_file) if key_file else load_key(configured_key_file(state.config))
+    if key_file is not None:
+        key = read_key_file(key_file.expanduser())
+    else:
+        key = load_key(configured_key_file(state.config), option="--key-file FILE")
     sys.stdout.write(encrypt(value, key) + "\n")
 
 
