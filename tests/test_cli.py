@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -251,3 +252,21 @@ def test_init_creates_the_folder_bucket_a_run_needs(folder: Path) -> None:
     result = cli(folder, "run", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["files_seen"] == 0
+
+
+# --- outputs that name customers are their owner's only --------------------------------------
+def test_report_and_coupon_export_are_readable_by_their_owner_only(folder: Path) -> None:
+    assert cli(folder, "init", "--demo").returncode == 0
+    generate = ["generate", "--date", "2024-06-01", "--rows", "50", "--files", "1"]
+    assert cli(folder, *generate).returncode == 0
+    assert cli(folder, "run").returncode == 0
+    report, export = folder / "out" / "june.html", folder / "out" / "coupons.csv"
+    report.parent.mkdir()
+    for path in (report, export):
+        path.write_text("an older copy, world-readable")
+        path.chmod(0o644)
+    assert cli(folder, "report", "--month", "2024-06", "--out", str(report)).returncode == 0
+    assert cli(folder, "coupons", "--month", "2024-06", "--out", str(export)).returncode == 0
+    for path in (report, export):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert sorted(p.name for p in report.parent.iterdir()) == ["coupons.csv", "june.html"]
