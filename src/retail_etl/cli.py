@@ -166,7 +166,7 @@ def generate(
         raise typer.BadParameter(f"--date must be YYYY-MM-DD, got {date_!r}") from None
     settings = _settings()
     written = write(
-        open_store(settings.storage, create=True),  # lands files as the stores do, like init
+        open_store(settings.storage, create=True),  # lands files, for demos and the bench
         Warehouse(settings.warehouse),
         settings.storage.landing_prefix,
         start,
