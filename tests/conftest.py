@@ -80,6 +80,7 @@ BACKENDS["s3-mysql"] = s3_mysql_settings
 
 
 def make_env(name: str, root: Path, request: pytest.FixtureRequest, demo: bool = True) -> Env:
+    """An installation as `retail-etl init [--demo]` leaves it: tables, and the bucket."""
     sections = BACKENDS[name](root, request)
     sections.setdefault("engine", {}).update({"work_dir": str(root / "work"), "threads": 2})
     sections.setdefault("log", {}).update({"dir": str(root / "logs")})
@@ -88,7 +89,7 @@ def make_env(name: str, root: Path, request: pytest.FixtureRequest, demo: bool =
     warehouse.create_all()
     if demo:
         sample_data.load(warehouse)
-    return Env(name, root, settings, open_store(settings.storage), warehouse)
+    return Env(name, root, settings, open_store(settings.storage, create=True), warehouse)
 
 
 @pytest.fixture(params=list(BACKENDS))

@@ -76,7 +76,7 @@ def test_known_rows_give_exact_marts_lake_and_quarantine(env: Env, tmp_path: Pat
     archived = f"{storage.archive_prefix}run-{summary.run_id}/2024-03-01/a.csv"
     assert object_bytes(env, archived, tmp_path) == FILE_A.encode()
     rejected = object_bytes(
-        env, f"{storage.error_prefix}rejected/{summary.run_id}/2024-03-01/a.csv.csv", tmp_path
+        env, f"{storage.error_prefix}rejected/{summary.run_id}/2024-03-01/a.csv", tmp_path
     ).decode()
     lines = rejected.splitlines()
     assert lines[0] == HEADER + ",reject_reason"

@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from retail_etl.engines import MANDATORY_COLUMNS
+from retail_etl.publish import rejected_key
 from retail_etl.validate import MAX_COLUMNS, MAX_RECORD_BYTES, inspect_file
 
 EXAMPLES = settings(
@@ -106,8 +107,7 @@ def test_hundreds_of_malformed_files_in_one_run(env: Env, tmp_path: Path) -> Non
     rows = {r["file_name"]: r for r in ledger(env)}
     assert {r["status"] for r in rows.values()} <= {"I", "E", "D"}
     storage = env.settings.storage
-    under = storage.error_prefix + "rejected/"  # then <run id>/<file name>.csv
-    rejected = {k[len(under) :].split("/", 1)[1].removesuffix(".csv"): k for k in keys(env, under)}
+    rejected = set(keys(env, storage.error_prefix + "rejected/"))
     for key, data in landed.items():
         row = rows[key]
         if row["status"] == "E":
@@ -117,7 +117,9 @@ def test_hundreds_of_malformed_files_in_one_run(env: Env, tmp_path: Path) -> Non
         expected = len([r for r in records(plain(data, key)) if r])
         assert row["rows_read"] == row["rows_valid"] + row["rows_rejected"] == expected, key
         if row["rows_rejected"]:
-            text = object_bytes(env, rejected[key], tmp_path).decode("utf-8")
+            rows_of = rejected_key(storage.error_prefix, row["run_id"], key)
+            assert rows_of in rejected, key
+            text = object_bytes(env, rows_of, tmp_path).decode("utf-8")
             written = list(csv.reader(io.StringIO(text, newline="")))[1:]
             assert len(written) == row["rows_rejected"], key
             assert all(record[-1] for record in written), key  # every one says why

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
+import stat
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -51,9 +56,10 @@ def test_bad_configuration_is_one_line_and_nonzero(folder: Path) -> None:
     (folder / "retail-etl.toml").write_text("[storage]\nurll = 'x'\n")
     result = cli(folder, "run")
     assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "storage.urll" in lines[0]
-    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: invalid configuration in retail-etl.toml: storage.urll: unknown setting "
+        "(did you mean url?)"
+    ]
 
 
 def test_environment_overrides_config_file(folder: Path) -> None:
@@ -81,3 +87,187 @@ def test_demo_runs_the_whole_job(folder: Path) -> None:
     lake = folder / "data" / "bucket" / "lake" / "sales"
     assert any(lake.rglob("*.parquet"))
     assert any((folder / "data" / "bucket" / "sales_data_error").rglob("*.csv"))
+
+
+# --- exit codes: each failure its documented code, with or without --debug ---------------------
+def cli_with_a_defect(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`retail-etl ARGS` in its own process, with `status` broken by a plain Python error: what
+    a defect in the tool looks like to a user."""
+    code = (
+        "import retail_etl.status\n"
+        "def collect(*_args):\n"
+        "    raise KeyError('ledger')\n"
+        "retail_etl.status.collect = collect\n"
+        "from retail_etl.cli import main\n"
+        "main()\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def failing_commands(folder: Path) -> dict[str, Callable[..., subprocess.CompletedProcess[str]]]:
+    """name -> a command that fails, given the global options to put first."""
+    (folder / "a-file").write_text("")
+    (folder / "bad.toml").write_text("[engine]\nthreads = 'many'\n")
+    return {
+        "configuration": lambda *opts: cli(folder, *opts, "--config", "bad.toml", "status"),
+        "object store": lambda *opts: cli(
+            folder, *opts, "run", env={"RETAIL_ETL_STORAGE__URL": f"file://{folder / 'none'}"}
+        ),
+        "warehouse": lambda *opts: cli(
+            folder,
+            *opts,
+            "status",
+            env={"RETAIL_ETL_WAREHOUSE__URL": f"sqlite:///{folder / 'a-file' / 'x.db'}"},
+        ),
+        "unexpected": lambda *opts: cli_with_a_defect(folder, *opts, "status"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("failure", "code"),
+    [("configuration", 2), ("object store", 3), ("warehouse", 4), ("unexpected", 8)],
+)
+def test_debug_adds_a_traceback_and_changes_nothing_else(
+    folder: Path, failure: str, code: int
+) -> None:
+    command = failing_commands(folder)[failure]
+    plain = command()
+    assert plain.returncode == code, plain.stderr
+    assert "Traceback" not in plain.stderr
+    [line] = plain.stderr.strip().splitlines()
+    assert line.startswith("error: ")
+
+    debug = command("--debug")
+    assert debug.returncode == code, "a scheduler sees the same failure with --debug"
+    assert debug.stderr.startswith("Traceback (most recent call last):")
+    last = debug.stderr.strip().splitlines()[-1]
+    assert last == line.removesuffix(" (run with --debug for the traceback)")
+    assert debug.stdout == plain.stdout
+
+
+def test_an_unexpected_error_is_reported_as_a_defect_with_its_own_code(folder: Path) -> None:
+    result = cli_with_a_defect(folder, "status")
+    assert result.returncode == 8
+    assert result.stderr.strip().splitlines() == [
+        "error: unexpected error (a defect; please report it): KeyError: 'ledger' "
+        "(run with --debug for the traceback)"
+    ]
+
+
+@pytest.mark.parametrize("args", [["nosuch"], ["run", "--engine", "nope"], ["--debug", "true"]])
+def test_usage_errors_keep_the_usage_exit_code(folder: Path, args: list[str]) -> None:
+    for debug in ([], ["--debug"]):
+        result = cli(folder, *debug, *args)
+        assert result.returncode == 2
+        assert "Usage: " in result.stderr and "Traceback" not in result.stderr
+
+
+def test_help_shows_flags_as_flags(folder: Path) -> None:
+    for args in ([], ["run"], ["generate"], ["coupons"]):
+        result = cli(folder, *args, "--help")
+        assert result.returncode == 0
+        assert "<bool>" not in result.stdout, "a flag takes no value"
+    assert re.search(r"^  --debug +Print the traceback", cli(folder, "--help").stdout, re.M)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mysql://etl:Pw-1x9@db/retail", "use mysql+pymysql://user@host/db (the PyMySQL driver)"),
+        ("postgresql://etl:Pw-1x9@db/retail", "unsupported database postgresql://"),
+        ("Pw-1x9", "not a database URL"),
+    ],
+)
+def test_a_warehouse_url_no_warehouse_can_be_made_of_is_a_configuration_error(
+    folder: Path, url: str, expected: str
+) -> None:
+    from_env = cli(folder, "init", env={"RETAIL_ETL_WAREHOUSE__URL": url})
+    assert from_env.returncode == 2
+    [line] = from_env.stderr.strip().splitlines()
+    assert line.startswith(
+        "error: invalid configuration: warehouse.url (from RETAIL_ETL_WAREHOUSE__URL): "
+    )
+    assert expected in line and "Pw-1x9" not in line
+
+    (folder / "retail-etl.toml").write_text(f"[warehouse]\nurl = '{url}'\n")
+    from_file = cli(folder, "run")
+    assert from_file.returncode == 2
+    [line] = from_file.stderr.strip().splitlines()
+    assert line.startswith("error: invalid configuration in retail-etl.toml: warehouse.url: ")
+    assert expected in line and "Pw-1x9" not in line
+    assert not (folder / "data").exists()
+
+
+def test_a_bad_value_from_the_environment_names_the_variable(folder: Path) -> None:
+    result = cli(folder, "status", env={"RETAIL_ETL_ENGINE__THREADS": "many"})
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "error: invalid configuration: engine.threads (from RETAIL_ETL_ENGINE__THREADS): "
+        "Input should be a valid integer"
+    )
+    unknown = cli(folder, "status", env={"RETAIL_ETL_ENGINE__THREADZ": "2"})
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == (
+        "error: invalid configuration: engine.threadz (from RETAIL_ETL_ENGINE__THREADZ): "
+        "unknown setting (did you mean threads?)"
+    )
+
+
+@pytest.mark.parametrize("where", ["/proc/bucket", "a-file/bucket"])
+def test_a_bucket_folder_that_cannot_be_made_is_an_object_store_error(
+    folder: Path, where: str
+) -> None:
+    (folder / "a-file").write_text("")
+    url = f"file://{where if where.startswith('/') else folder / where}"
+    for command in ("init", "run", "generate"):
+        args = ["--date", "2024-06-01"] if command == "generate" else []
+        result = cli(folder, command, *args, env={"RETAIL_ETL_STORAGE__URL": url})
+        assert result.returncode == 3, (command, result.stderr)
+        line = result.stderr.strip().splitlines()[-1]  # init said its tables are ready
+        assert line.startswith("error: ") and url in line and "Traceback" not in result.stderr
+
+
+# --- the bucket: only the commands that set up an installation create it ----------------------
+def test_run_against_a_missing_bucket_fails_and_creates_nothing(folder: Path) -> None:
+    assert cli(folder, "init", "--demo").returncode == 0
+    for url, path in [
+        (f"file://{folder / 'nonexistent' / 'bucket'}", folder / "nonexistent"),
+        ("file://./dat/bucket", folder / "dat"),  # a typo of ./data/bucket
+    ]:
+        result = cli(folder, "run", env={"RETAIL_ETL_STORAGE__URL": url})
+        assert result.returncode == 3
+        assert result.stderr.strip().splitlines() == [
+            f"error: bucket {url} does not exist ({path.resolve() / 'bucket'}); check "
+            "storage.url, or run `retail-etl init` to create the embedded folder bucket"
+        ]
+        assert not path.exists()
+
+
+def test_init_creates_the_folder_bucket_a_run_needs(folder: Path) -> None:
+    init = cli(folder, "init")
+    assert init.returncode == 0, init.stderr
+    assert "bucket folder ready: file://./data/bucket" in init.stderr
+    assert (folder / "data" / "bucket").is_dir()
+    result = cli(folder, "run", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["files_seen"] == 0
+
+
+# --- outputs that name customers are their owner's only --------------------------------------
+def test_report_and_coupon_export_are_readable_by_their_owner_only(folder: Path) -> None:
+    assert cli(folder, "init", "--demo").returncode == 0
+    generate = ["generate", "--date", "2024-06-01", "--rows", "50", "--files", "1"]
+    assert cli(folder, *generate).returncode == 0
+    assert cli(folder, "run").returncode == 0
+    report, export = folder / "out" / "june.html", folder / "out" / "coupons.csv"
+    report.parent.mkdir()
+    for path in (report, export):
+        path.write_text("an older copy, world-readable")
+        path.chmod(0o644)
+    assert cli(folder, "report", "--month", "2024-06", "--out", str(report)).returncode == 0
+    assert cli(folder, "coupons", "--month", "2024-06", "--out", str(export)).returncode == 0
+    for path in (report, export):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert sorted(p.name for p in report.parent.iterdir()) == ["coupons.csv", "june.html"]

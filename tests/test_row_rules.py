@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 from decimal import Decimal
 
 import pytest
 from conftest import HEADER, Env, csv_text
 from helpers import customer_mart, keys, ledger, object_bytes
+
+from retail_etl.publish import rejected_key
 
 GOOD = "1,1,Whole Milk 1L,2024-03-05,2,1.19,2,2.38"
 
@@ -72,7 +75,7 @@ def test_invalid_row_is_rejected_with_reason(
         1,
         1,
     )
-    rejected_key = f"{env.settings.storage.error_prefix}rejected/{summary.run_id}/day.csv.csv"
+    rejected_key = f"{env.settings.storage.error_prefix}rejected/{summary.run_id}/day.csv"
     assert keys(env, env.settings.storage.error_prefix + "rejected/") == [rejected_key]
     records = list(csv.DictReader(io.StringIO(object_bytes(env, rejected_key, tmp_path).decode())))
     assert len(records) == 1
@@ -86,7 +89,7 @@ def test_invalid_row_is_rejected_with_reason(
 def test_all_problems_of_a_row_are_named(env: Env, tmp_path) -> None:
     env.land("bad.csv", csv_text("x,1,Milk,2024-13-01,2,-1,0,1.00"))
     summary = env.run()
-    key = f"{env.settings.storage.error_prefix}rejected/{summary.run_id}/bad.csv.csv"
+    key = f"{env.settings.storage.error_prefix}rejected/{summary.run_id}/bad.csv"
     (record,) = csv.DictReader(io.StringIO(object_bytes(env, key, tmp_path).decode()))
     assert record["reject_reason"] == (
         "customer_id is not an integer; sales_date is not a valid YYYY-MM-DD date; "
@@ -94,11 +97,33 @@ def test_all_problems_of_a_row_are_named(env: Env, tmp_path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("file_name", "rejected_name"),
+    [
+        ("day.csv", "day.csv"),
+        ("2024-03-01/Day.CSV", "2024-03-01/Day.CSV"),
+        ("day.csv.gz", "day.csv"),
+        ("2024-03-01/DAY.Csv.Gz", "2024-03-01/DAY.Csv"),
+        ("day.txt", "day.txt.csv"),
+        ("day", "day.csv"),
+    ],
+)
+def test_rejected_rows_file_is_named_after_its_source(file_name: str, rejected_name: str) -> None:
+    assert rejected_key("err/", 7, file_name) == f"err/rejected/7/{rejected_name}"
+
+
+def test_rejected_rows_of_a_gzip_file_go_to_a_csv_of_its_name(embedded: Env, tmp_path) -> None:
+    embedded.land("2024-03-05/Store 1.CSV.GZ", gzip.compress(csv_text(GOOD, "x,1").encode()))
+    summary = embedded.run()
+    prefix = embedded.settings.storage.error_prefix + "rejected/"
+    assert keys(embedded, prefix) == [f"{prefix}{summary.run_id}/2024-03-05/Store 1.CSV"]
+
+
 def test_rejected_rows_keep_extra_columns_in_original_order(env: Env, tmp_path) -> None:
     header = f"note,{HEADER},payment"
     env.land("x.csv", csv_text(f"hello,{with_value('quantity', '0')},card", header=header))
     summary = env.run()
-    key = f"{env.settings.storage.error_prefix}rejected/{summary.run_id}/x.csv.csv"
+    key = f"{env.settings.storage.error_prefix}rejected/{summary.run_id}/x.csv"
     lines = object_bytes(env, key, tmp_path).decode().splitlines()
     assert lines[0] == f"{header},reject_reason"
     assert lines[1] == f"hello,{with_value('quantity', '0')},card,quantity is not greater than 0"
@@ -109,7 +134,7 @@ def test_malformed_line_is_rejected_not_dropped(env: Env, tmp_path) -> None:
     summary = env.run()
     (row,) = ledger(env)
     assert (row["rows_read"], row["rows_valid"], row["rows_rejected"]) == (3, 1, 2)
-    key = f"{env.settings.storage.error_prefix}rejected/{summary.run_id}/ragged.csv.csv"
+    key = f"{env.settings.storage.error_prefix}rejected/{summary.run_id}/ragged.csv"
     records = list(csv.DictReader(io.StringIO(object_bytes(env, key, tmp_path).decode())))
     assert len(records) == 2
     assert all("malformed CSV line" in r["reject_reason"] for r in records)
@@ -132,6 +157,6 @@ def test_unclosed_quote_on_the_last_line_is_rejected_even_among_many_files(
     env.land("open-quote.csv", csv_text(GOOD) + '1,1,Milk,2024-03-05,2,1.19,2,"2.38\n')
     summary = env.run()
     assert (summary.rows_read, summary.rows_valid, summary.rows_rejected) == (6, 5, 1)
-    key = f"{env.settings.storage.error_prefix}rejected/{summary.run_id}/open-quote.csv.csv"
+    key = f"{env.settings.storage.error_prefix}rejected/{summary.run_id}/open-quote.csv"
     records = list(csv.DictReader(io.StringIO(object_bytes(env, key, tmp_path).decode())))
     assert len(records) == 1 and "malformed CSV line 3" in records[0]["reject_reason"]

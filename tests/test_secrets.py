@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -152,8 +153,12 @@ def test_enc_values_from_the_environment_and_a_wrong_key(monkeypatch: pytest.Mon
     assert settings.warehouse.password.get_secret_value() == "env-Secret-42"
 
     monkeypatch.setenv(secrets.KEY_ENV, secrets.generate_key())
-    with pytest.raises(SecretError, match="warehouse.password: cannot decrypt an enc: value"):
+    with pytest.raises(SecretError) as caught:
         load_settings()
+    assert str(caught.value) == (
+        "invalid configuration: warehouse.password (from RETAIL_ETL_WAREHOUSE__PASSWORD): "
+        "cannot decrypt an enc: value: wrong master key, or the value was altered"
+    )
 
 
 def test_a_password_inside_the_warehouse_url_is_masked_not_the_url() -> None:
@@ -225,4 +230,31 @@ def test_cli_keygen_and_encrypt(tmp_path: Path) -> None:
     assert refused.stderr.strip().splitlines() == [
         f"error: the master key file {path} is accessible by group or others (mode 0640); "
         f"run `chmod 600 {path}`"
+    ]
+
+
+def test_keygen_creates_the_missing_key_folder_owner_only(tmp_path: Path) -> None:
+    home = tmp_path / "home"  # a fresh home: no ~/.config yet
+    home.mkdir()
+    made = cli(
+        tmp_path, "secrets", "keygen", "--out", "~/.config/retail-etl/master.key", HOME=str(home)
+    )
+    assert made.returncode == 0, made.stderr
+    key_file = home / ".config" / "retail-etl" / "master.key"
+    assert stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    token = cli(
+        tmp_path, "secrets", "encrypt", "pw", "--key-file", "~/.config/retail-etl/master.key",
+        HOME=str(home),
+    )  # fmt: skip
+    assert secrets.decrypt(token.stdout.strip(), secrets.read_key_file(key_file)) == "pw"
+
+
+def test_encrypt_without_a_key_says_how_to_give_one(tmp_path: Path) -> None:
+    result = cli(tmp_path, "secrets", "encrypt", "pw")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: an enc: value needs the master key: pass --key-file FILE, or set "
+        "RETAIL_ETL_MASTER_KEY, RETAIL_ETL_MASTER_KEY_FILE or secrets.key_file "
+        "(`retail-etl secrets keygen --out FILE` creates one)"
     ]

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from retail_etl.config import Settings, load_settings
-from retail_etl.errors import RetailEtlError
+from retail_etl.errors import RetailEtlError, UnexpectedError, WorkFolderError
 from retail_etl.redact import redact
 
 app = typer.Typer(
@@ -23,6 +23,9 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Nightly retail sales ETL: landing bucket -> lake, marts and quarantine.",
     pretty_exceptions_enable=False,
+    # Click's plain help: Typer's Rich help shows every flag as `--debug <bool>`, as if it
+    # took a value, and draws boxes into cron mails.
+    rich_markup_mode=None,
 )
 console = Console(stderr=True)
 out = Console()
@@ -39,7 +42,9 @@ state = _State()
 @app.callback()
 def _main(
     config: Annotated[Path | None, typer.Option("--config", help="TOML config file")] = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Print the traceback before the error line")
+    ] = False,
 ) -> None:
     state.config = config
     state.debug = debug
@@ -49,7 +54,11 @@ def _settings() -> Settings:
     settings = load_settings(state.config)
     from retail_etl.logs import setup_logging
 
-    setup_logging(settings.log)
+    try:
+        setup_logging(settings.log)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise WorkFolderError(f"cannot write the log folder {settings.log.dir}: {reason}") from None
     return settings
 
 
@@ -100,22 +109,31 @@ def secrets_encrypt(
             value = sys.stdin.read().rstrip("\r\n")
     if not value:
         raise typer.BadParameter("the value to encrypt is empty")
-    key = read_key_file(key_file) if key_file else load_key(configured_key_file(state.config))
+    if key_file is not None:
+        key = read_key_file(key_file.expanduser())
+    else:
+        key = load_key(configured_key_file(state.config), option="--key-file FILE")
     sys.stdout.write(encrypt(value, key) + "\n")
 
 
-@app.command()
+@app.command(short_help="Create the tables and the folder bucket (idempotent).")
 def init(
     demo: Annotated[bool, typer.Option("--demo", help="Load sample dimension rows")] = False,
     customers: Annotated[int, typer.Option(help="Sample customers with --demo", min=1)] = 40,
 ) -> None:
-    """Create every table if missing (idempotent); --demo loads sample dimension rows."""
+    """Create every table if missing, and a folder bucket (idempotent); --demo loads sample
+    dimension rows."""
     from retail_etl import sample_data
+    from retail_etl.storage import open_store
     from retail_etl.warehouse import Warehouse
 
-    warehouse = Warehouse(_settings().warehouse)
+    settings = _settings()
+    warehouse = Warehouse(settings.warehouse)
     warehouse.create_all()
     console.print(f"tables ready in {warehouse.display_url}")
+    open_store(settings.storage, create=True)
+    if settings.storage.url.startswith("file:"):
+        console.print(f"bucket folder ready: {settings.storage.url}")
     if demo:
         loaded = sample_data.load(warehouse, customers)
         console.print("sample rows loaded: " + ", ".join(f"{n} {t}" for t, n in loaded.items()))
@@ -148,7 +166,7 @@ def generate(
         raise typer.BadParameter(f"--date must be YYYY-MM-DD, got {date_!r}") from None
     settings = _settings()
     written = write(
-        open_store(settings.storage),
+        open_store(settings.storage, create=True),  # lands files, for demos and the bench
         Warehouse(settings.warehouse),
         settings.storage.landing_prefix,
         start,
@@ -294,7 +312,7 @@ def _month(value: str, option: str = "--month") -> str:
     return value
 
 
-@app.command()
+@app.command(short_help="Write a self-contained HTML report: --month or --date.")
 def report(
     out_path: Annotated[Path, typer.Option("--out", help="HTML file to write")],
     month: Annotated[str | None, typer.Option(help="Monthly report, YYYY-MM")] = None,
@@ -344,15 +362,18 @@ def coupons(
     out.print(str(out_path.resolve()), soft_wrap=True, markup=False, highlight=False)
 
 
-@app.command()
+@app.command(short_help="The whole job on embedded defaults, in the current folder.")
 def demo(
     days: Annotated[int, typer.Option(min=1, help="Days of sales to generate")] = 7,
     rows: Annotated[int, typer.Option(min=1, help="Rows per file")] = 2000,
 ) -> None:
     """The whole job on embedded defaults: init --demo, generate, run, report."""
     from retail_etl.demo import run_demo
+    from retail_etl.storage import open_store
 
-    run_demo(_settings(), days, rows, out)
+    settings = _settings()
+    open_store(settings.storage, create=True)  # demo plays init
+    run_demo(settings, days, rows, out)
 
 
 @app.command()
@@ -398,36 +419,41 @@ def bench(
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
-    except RetailEtlError as exc:
-        if state.debug:
-            raise
-        # The message is text, not markup: "[secrets]" and the like stay as written.
-        console.print(
-            f"[red]error:[/red] {escape(redact(str(exc)))}", highlight=False, soft_wrap=True
-        )
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        console.print("aborted")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors and the unexpected
-        import click
+        returned = app(standalone_mode=False)
+    except Exception as exc:  # every failure ends as one line and a documented code
+        sys.exit(_exit_with_message(exc))
+    # Without standalone mode an Exit (--help, Ctrl-C as 130) comes back as its code.
+    sys.exit(returned if isinstance(returned, int) else 0)
 
-        # Typer >= 0.2x raises its own (vendored) click exceptions: match them by behaviour.
-        if isinstance(exc, click.exceptions.ClickException) or (
-            callable(getattr(exc, "show", None))
-            and isinstance(getattr(exc, "exit_code", None), int)
-        ):
-            exc.show()  # type: ignore[attr-defined]
-            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
-        if isinstance(exc, click.exceptions.Exit | typer.Exit):
-            sys.exit(exc.exit_code)
-        if state.debug:
-            raise
-        message = escape(redact(f"{type(exc).__name__}: {exc}"))
-        console.print(
-            f"[red]error:[/red] {message} (--debug for details)",
-            highlight=False,
-            soft_wrap=True,
-        )
-        sys.exit(1)
+
+def _exit_with_message(exc: Exception) -> int:
+    """Show what went wrong and return the exit code: click's own code for usage errors,
+    the error's documented code for the tool's errors, UnexpectedError's for anything else.
+    --debug adds the traceback before the same line; it never changes the code."""
+    if isinstance(exc, typer.Exit):
+        return exc.exit_code
+    if isinstance(exc, typer.Abort):
+        console.print("aborted")
+        return 130
+    # Typer raises its own (vendored) click exceptions: match them by behaviour.
+    if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
+        exc.show()  # type: ignore[attr-defined]
+        return int(exc.exit_code)  # type: ignore[attr-defined]
+    error = exc if isinstance(exc, RetailEtlError) else _unexpected(exc)
+    if state.debug:
+        import traceback
+
+        # Secrets may sit in an exception's text: masked here as in the one-line error.
+        sys.stderr.write(redact("".join(traceback.format_exception(exc))))
+    message = redact(str(error))
+    if isinstance(error, UnexpectedError) and not state.debug:
+        message += " (run with --debug for the traceback)"
+    # The message is text, not markup: "[secrets]" and the like stay as written.
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    return error.exit_code
+
+
+def _unexpected(exc: Exception) -> UnexpectedError:
+    detail = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {detail[0]}" if detail else type(exc).__name__
+    return UnexpectedError(f"unexpected error (a defect; please report it): {text}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from contextvars import ContextVar
 from datetime import date
@@ -11,6 +12,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -73,9 +75,40 @@ def _reveal_url(value: Any) -> Any:
     return value
 
 
+# SQLAlchemy URL schemes the warehouse supports: SQLite, and MySQL/MariaDB through PyMySQL
+# (the driver the `mysql` extra installs; `mysql://` alone would mean MySQLdb).
+_WAREHOUSE_SCHEMES = ("sqlite", "sqlite+pysqlite", "mysql+pymysql", "mariadb+pymysql")
+
+
+def _check_warehouse_url(value: SecretStr) -> SecretStr:
+    """Refuse a URL no warehouse can be made of, naming its scheme only (it may hold a
+    password)."""
+    text = value.get_secret_value()
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme in _WAREHOUSE_SCHEMES:
+        return value
+    if scheme.split("+", 1)[0] in ("mysql", "mariadb"):
+        raise PydanticCustomError(
+            "warehouse_url",
+            "use mysql+pymysql://user@host/db (the PyMySQL driver), not {scheme}://",
+            {"scheme": scheme},
+        )
+    if not scheme:
+        raise PydanticCustomError(
+            "warehouse_url",
+            "not a database URL: use sqlite:///PATH or mysql+pymysql://user@host/db",
+        )
+    raise PydanticCustomError(
+        "warehouse_url",
+        "unsupported database {scheme}://: use sqlite:///PATH or mysql+pymysql://user@host/db",
+        {"scheme": scheme},
+    )
+
+
 # Secret values: plain or `enc:<token>` (see retail_etl.secrets), never printed.
 Secret = Annotated[SecretStr | None, BeforeValidator(_reveal_secret)]
 SecretUrl = Annotated[SecretStr, BeforeValidator(_reveal_url)]
+WarehouseUrl = Annotated[SecretUrl, AfterValidator(_check_warehouse_url)]
 
 
 class _Section(BaseModel):
@@ -111,7 +144,7 @@ class StorageSettings(_Section):
 
 
 class WarehouseSettings(_Section):
-    url: SecretUrl = Field(
+    url: WarehouseUrl = Field(
         SecretStr("sqlite:///./data/warehouse.db"),
         description="SQLAlchemy URL: sqlite:///PATH or mysql+pymysql://user:pass@host/db",
     )
@@ -339,16 +372,56 @@ def load_settings(explicit: Path | None = None, **overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        source = f" in {path}" if path else ""
-        kind = SecretError if all(e["type"] == "secret" for e in exc.errors()) else ConfigError
-        raise kind(f"invalid configuration{source}: {problems}") from None
+        errors = exc.errors()
+        problems = [_problem(err["loc"], err["type"], err["msg"]) for err in errors]
+        # The file is named when a problem may come from it; a variable names itself.
+        in_file = path is not None and any(_variable_of(err["loc"]) is None for err in errors)
+        source = f" in {path}" if in_file else ""
+        kind = SecretError if all(e["type"] == "secret" for e in errors) else ConfigError
+        raise kind(f"invalid configuration{source}: {'; '.join(problems)}") from None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read configuration {path}: {exc}") from None
     finally:
         _CONFIG_FILE_IN_USE.pop("path", None)
+
+
+def _variable_of(loc: tuple[int | str, ...]) -> str | None:
+    """The RETAIL_ETL_* variable that set the value at loc, if one did (the environment wins
+    over the file): RETAIL_ETL_ENGINE__THREADS for engine.threads, RETAIL_ETL_RULES__COUPONS
+    for rules.coupons.0.share, RETAIL_ETL_ENGINE for a whole section given as JSON."""
+    names = {name.upper(): name for name in os.environ if name.upper().startswith("RETAIL_ETL_")}
+    parts = [str(part).upper() for part in loc]
+    for end in range(len(parts), 0, -1):
+        name = names.get("RETAIL_ETL_" + "__".join(parts[:end]))
+        if name is not None:
+            return name
+    return None
+
+
+def _problem(loc: tuple[int | str, ...], kind: str, message: str) -> str:
+    """One problem as `key (from VARIABLE): message`, in words a user acts on."""
+    key = ".".join(str(part) for part in loc)
+    if kind == "extra_forbidden":
+        message = "unknown setting"
+        known = _known_keys(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        if close:
+            message += f" (did you mean {close[0]}?)"
+        elif known:
+            message += f" (known here: {', '.join(known)})"
+    variable = _variable_of(loc)
+    return f"{key} (from {variable}): {message}" if variable else f"{key}: {message}"
+
+
+def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The setting names of the section at loc ([] when loc is not a plain section)."""
+    model: Any = Settings
+    for part in loc:
+        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
+        model = field.annotation if field is not None else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+    return sorted(model.model_fields)
 
 
 def configured_key_file(explicit: Path | None = None) -> Path | None:

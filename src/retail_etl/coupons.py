@@ -29,7 +29,9 @@ from __future__ import annotations
 import csv
 import hmac
 import math
+import os
 import re
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -406,17 +408,42 @@ def listing(warehouse: Warehouse, month: str) -> list[dict[str, Any]]:
     return out
 
 
+# Cells a spreadsheet would read as a formula start with one of these (OWASP, "CSV
+# injection"); the marketing tool's users open the export in one.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER_COLUMNS = frozenset({"customer_id", "discount_pct", "total_sales"})
+
+
+def _cell(name: str, value: Any) -> str:
+    """A value as its CSV cell: numbers as they are (a negative amount stays a number), text
+    starting like a formula prefixed with ' so that a spreadsheet shows it as text."""
+    if value is None:
+        return ""
+    text = str(value)
+    if name not in _NUMBER_COLUMNS and text.startswith(_FORMULA_START):
+        return "'" + text
+    return text
+
+
 def export_csv(warehouse: Warehouse, month: str, path: Path) -> int:
-    """Write the month's coupons as CSV (UTF-8, header row); returns how many."""
+    """Write the month's coupons as CSV (UTF-8, header row, RFC 4180: CRLF record ends, and
+    a field with a quote, comma, CR or LF quoted), readable by its owner only (it names
+    customers); returns how many."""
     rows = listing(warehouse, month)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(EXPORT_COLUMNS)
-        for row in rows:
-            writer.writerow(
-                ["" if row[name] is None else str(row[name]) for name in EXPORT_COLUMNS]
-            )
-    tmp.replace(path)
+    # A temporary beside the file, renamed into place: a reader never sees half an export.
+    # mkstemp makes it 0600, whatever the umask.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            # CRLF record ends: Python's csv then also quotes a lone CR, which with "\n"
+            # ends it would write bare, splitting a record for other CSV readers.
+            writer = csv.writer(handle, lineterminator="\r\n")
+            writer.writerow(EXPORT_COLUMNS)
+            for row in rows:
+                writer.writerow([_cell(name, row[name]) for name in EXPORT_COLUMNS])
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return len(rows)

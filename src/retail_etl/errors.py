@@ -73,6 +73,8 @@ class UnstorableError(RetailEtlError):
 
 
 class UnexpectedError(RetailEtlError):
-    """A defect: an error no rule foresaw, which the run could not pin on one file."""
+    """Anything else: a defect of the tool, reported as such rather than as a raw Python error,
+    so a scheduler can tell it from the failures above (the run raises it when it cannot pin
+    such an error on one file)."""
 
     exit_code = 8

@@ -85,7 +85,15 @@ def upload_lake(
 
 
 def rejected_key(error_prefix: str, run_id: int, file_name: str) -> str:
-    return fit_key(f"{error_prefix}rejected/{run_id}/", f"{file_name}.csv")
+    """Where a file's rejected rows go (SPEC section 4): its name below landing, a `.csv`
+    name kept as it is, `.csv.gz` becoming `.csv`, `.csv` appended to anything else; the
+    key shortened when it would pass the store's limit."""
+    lower = file_name.lower()
+    if lower.endswith(".csv.gz"):
+        file_name = file_name[: -len(".gz")]
+    elif not lower.endswith(".csv"):
+        file_name += ".csv"
+    return fit_key(f"{error_prefix}rejected/{run_id}/", file_name)
 
 
 def write_rejected(

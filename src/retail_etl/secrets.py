@@ -67,8 +67,17 @@ def read_key_file(path: Path) -> bytes:
 
 
 def write_key_file(path: Path, key: str) -> None:
-    """Create a key file readable by its owner only; an existing file is never replaced."""
+    """Create a key file readable by its owner only; an existing file is never replaced.
+    Missing folders are created (the last one, which holds only keys, with mode 700), as
+    `~/.config/retail-etl/master.key` on a fresh home needs."""
     parse_key(key, "the new key")
+    path = Path(path).expanduser()
+    if not path.parent.is_dir():
+        try:
+            path.parent.mkdir(mode=0o700, parents=True)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise SecretError(f"cannot create the folder {path.parent}: {reason}") from None
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -80,8 +89,9 @@ def write_key_file(path: Path, key: str) -> None:
     os.chmod(path, 0o600)  # whatever the umask
 
 
-def load_key(key_file: Path | None = None) -> bytes:
-    """The master key from the environment, else a key file (env variable, then config)."""
+def load_key(key_file: Path | None = None, option: str | None = None) -> bytes:
+    """The master key from the environment, else a key file (env variable, then config).
+    option: the command-line option that gives a key file too, named when there is none."""
     from_env = os.environ.get(KEY_ENV)
     if from_env:
         return parse_key(from_env, KEY_ENV)
@@ -90,8 +100,12 @@ def load_key(key_file: Path | None = None) -> bytes:
         return read_key_file(Path(file_from_env).expanduser())
     if key_file is not None:
         return read_key_file(Path(key_file).expanduser())
+    ways = f"set {KEY_ENV}, {KEY_FILE_ENV} or secrets.key_file"
+    if option:
+        ways = f"pass {option}, or {ways}"
     raise SecretError(
-        f"an enc: value needs the master key: set {KEY_ENV}, {KEY_FILE_ENV} or secrets.key_file"
+        f"an enc: value needs the master key: {ways} (`retail-etl secrets keygen --out FILE` "
+        "creates one)"
     )
 
 

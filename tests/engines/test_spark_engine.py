@@ -257,7 +257,7 @@ def test_spark_and_duckdb_leave_identical_results(request, tmp_path) -> None:
     assert (store1["rows_read"], store1["rows_valid"], store1["rows_rejected"]) == (24, 5, 19)
     store2 = outcomes["2024-03-30/store2.csv.gz"]
     assert (store2["rows_read"], store2["rows_valid"], store2["rows_rejected"]) == (6, 3, 3)
-    run1_store1 = expected["rejected"]["sales_data_error/rejected/1/2024-03-30/store1.csv.csv"]
+    run1_store1 = expected["rejected"]["sales_data_error/rejected/1/2024-03-30/store1.csv"]
     reasons = [record[-1] for record in run1_store1[1]]
     for reason in (
         "customer_id is empty",
@@ -279,7 +279,7 @@ def test_spark_and_duckdb_leave_identical_results(request, tmp_path) -> None:
         "malformed CSV line 24: Expected Number of Columns: 8 Found: 1:    ",
     ):
         assert any(r.startswith(reason) or f"; {reason}" in r for r in reasons), reason
-    run1_store2 = expected["rejected"]["sales_data_error/rejected/1/2024-03-30/store2.csv.gz.csv"]
+    run1_store2 = expected["rejected"]["sales_data_error/rejected/1/2024-03-30/store2.csv"]
     assert run1_store2[0] == [*STORE2_HEADER.split(","), "reject_reason"]
     assert [r[-1] for r in run1_store2[1]] == [
         "malformed CSV line 6: Expected Number of Columns: 11 Found: 3: short,2,9",

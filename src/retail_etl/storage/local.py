@@ -34,10 +34,25 @@ def _temporaries_of(target: Path) -> str:
 
 
 class LocalFolderStore:
-    def __init__(self, root: Path, url: str) -> None:
+    def __init__(self, root: Path, url: str, create: bool = True) -> None:
+        """The bucket folder root; created when missing if create is set, else it must exist
+        (storage.open_store decides which)."""
         self.root = root.resolve()
         self.url = url
-        self.root.mkdir(parents=True, exist_ok=True)
+        if create:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                raise StorageError(
+                    f"cannot create the bucket folder {self.root} of {url}: {reason}"
+                ) from None
+        if not self.root.is_dir():
+            what = "is not a folder" if self.root.exists() else "does not exist"
+            raise StorageError(
+                f"bucket {url} {what} ({self.root}); check storage.url, or run "
+                "`retail-etl init` to create the embedded folder bucket"
+            )
 
     def _path(self, key: str) -> Path:
         """The key's path; the folders are resolved, the last part is not: a symbolic link in

@@ -5,6 +5,7 @@ Everything dialect-specific (URL handling, upsert syntax, connect retries) lives
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -39,7 +40,7 @@ from sqlalchemy.exc import (
 )
 
 from retail_etl.config import WarehouseSettings
-from retail_etl.errors import LockedError, LockLostError, WarehouseError
+from retail_etl.errors import ConfigError, LockedError, LockLostError, WarehouseError
 from retail_etl.redact import redact, register_secret
 from retail_etl.warehouse import schema
 from retail_etl.warehouse.holder import holder_is_dead, lock_holder
@@ -84,6 +85,10 @@ class Warehouse:
             self.engine: Engine = create_engine(url, connect_args={"timeout": 60})
             event.listen(self.engine, "connect", _sqlite_pragmas)
         elif self.dialect in ("mysql", "mariadb"):
+            if importlib.util.find_spec("pymysql") is None:  # what mysql+pymysql:// loads
+                raise ConfigError(
+                    "warehouse.url needs the PyMySQL driver: pip install 'retail-etl[mysql]'"
+                )
             self.engine = create_engine(
                 url,
                 pool_pre_ping=True,
@@ -97,7 +102,8 @@ class Warehouse:
                 },
             )
         else:
-            raise WarehouseError(f"unsupported warehouse dialect {self.dialect!r}")
+            # config.py refuses such URLs already; a configuration error either way
+            raise ConfigError(f"unsupported warehouse dialect {self.dialect!r}")
 
     # --- connections --------------------------------------------------------------------
     def _connect(self) -> Connection:
