@@ -104,12 +104,34 @@ def secrets_encrypt(
     sys.stdout.write(encrypt(value, key) + "\n")
 
 
+_CHAIN = "sample chain (init --demo)"
+
+
 @app.command()
 def init(
     demo: Annotated[bool, typer.Option("--demo", help="Load sample dimension rows")] = False,
-    customers: Annotated[int, typer.Option(help="Sample customers with --demo", min=1)] = 40,
+    customers: Annotated[
+        int, typer.Option(help="Customers of the sample chain", min=1, rich_help_panel=_CHAIN)
+    ] = 40,
+    stores: Annotated[
+        int, typer.Option(help="Stores of the sample chain", min=1, rich_help_panel=_CHAIN)
+    ] = 4,
+    products: Annotated[
+        int, typer.Option(help="Products of the sample chain", min=1, rich_help_panel=_CHAIN)
+    ] = 15,
+    sales_people_per_store: Annotated[
+        int | None,
+        typer.Option(
+            help="Sales people per store (default: the sample team of 10 for up to 4 stores, "
+            "else 7 per store)",
+            min=1,
+            rich_help_panel=_CHAIN,
+        ),
+    ] = None,
 ) -> None:
     """Create every table if missing (idempotent); --demo loads sample dimension rows."""
+    import time
+
     from retail_etl import sample_data
     from retail_etl.warehouse import Warehouse
 
@@ -117,8 +139,14 @@ def init(
     warehouse.create_all()
     console.print(f"tables ready in {warehouse.display_url}")
     if demo:
-        loaded = sample_data.load(warehouse, customers)
-        console.print("sample rows loaded: " + ", ".join(f"{n} {t}" for t, n in loaded.items()))
+        size = sample_data.ChainSize(customers, stores, products, sales_people_per_store)
+        started = time.perf_counter()
+        loaded = sample_data.load(warehouse, size)
+        console.print(
+            "sample rows loaded: "
+            + ", ".join(f"{n} {t}" for t, n in loaded.items())
+            + f" ({time.perf_counter() - started:.1f}s)"
+        )
 
 
 @app.command()
