@@ -164,8 +164,24 @@ def generate(
     ] = None,
     bad_rows: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of invalid rows")] = 0.0,
     gzip: Annotated[bool, typer.Option("--gzip", help="Write .csv.gz")] = False,
+    customers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Sell to the first N customers only (default: all)"),
+    ] = None,
+    stores: Annotated[
+        int | None, typer.Option(min=1, help="Sell in the first N stores only (default: all)")
+    ] = None,
+    products: Annotated[
+        int | None, typer.Option(min=1, help="Sell the first N products only (default: all)")
+    ] = None,
+    sales_people_per_store: Annotated[
+        int | None,
+        typer.Option(min=1, help="The first N sales people of each store sell (default: all)"),
+    ] = None,
 ) -> None:
-    """Write realistic synthetic sales CSVs into the landing prefix."""
+    """Write realistic synthetic sales CSVs into the landing prefix, drawn from the dimension
+    tables: with more stores than --files, each file holds a region's stores."""
+    from retail_etl.generate import Limits
     from retail_etl.generate import generate as write
     from retail_etl.storage import open_store
     from retail_etl.warehouse import Warehouse
@@ -188,6 +204,7 @@ def generate(
         tuple(drop_column or ()),
         bad_rows,
         gzip,
+        Limits(customers, stores, products, sales_people_per_store),
     )
     total = sum(size for _k, size in written)
     console.print(
