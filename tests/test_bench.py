@@ -176,3 +176,30 @@ def test_lake_floor_writes_the_engines_lake_without_the_checks(bench_run: Path) 
     assert measured["lake_rows_floor"] == measured["lake_rows_engine"] == expected_rows
     for name in ("parquet_copy", "lake_floor", "engine"):
         assert measured[f"{name}_s"] > 0 and measured[f"{name}_x_floor"] > 0
+
+
+def test_a_variant_that_fails_or_cannot_run_is_reported_and_the_rest_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from retail_etl.bench import Options, run_bench, table
+    from retail_etl.bench.run import Bench
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("the script crashed")
+
+    monkeypatch.setattr(Bench, "handwritten", broken)
+    options = Options(
+        gb=0.001, files=1, repeats=2, spark=False, day30=False, production=True,
+        s3_endpoint="http://127.0.0.1:1",  # nothing answers there
+    )  # fmt: skip
+    outcome = run_bench(tmp_path / "work", options, tmp_path / "r.json", tmp_path / "B.md")
+    assert outcome["failed"] == {"handwritten-duckdb": "RuntimeError: the script crashed"}
+    assert [v["name"] for v in outcome["variants"]] == ["floor", "retail-etl-duckdb"]
+    assert all(len(v["seconds"]) == 2 for v in outcome["variants"])
+    # no endpoint (or no MariaDB): the production variants say why they did not run
+    for name in ("handwritten-duckdb-s3-mariadb", "retail-etl-duckdb-s3-mariadb"):
+        reason = outcome["not_run"][name]
+        assert "no S3 endpoint answering at http://127.0.0.1:1" in reason or "MySQL" in reason
+    text = table(outcome)
+    assert "**Failed: handwritten-duckdb**: RuntimeError: the script crashed" in text
+    assert "Not run: **retail-etl-duckdb-s3-mariadb**:" in text

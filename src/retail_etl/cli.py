@@ -526,6 +526,9 @@ def bench(
     )
     out.print(table(outcome), soft_wrap=True, markup=False, highlight=False)
     console.print(f"results: {results or out_dir / 'results.json'}; table: {markdown}")
+    if outcome["failed"]:
+        console.print(f"[red]error:[/red] failed: {', '.join(outcome['failed'])}")
+        sys.exit(1)
 
 
 def main() -> None:

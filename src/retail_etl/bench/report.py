@@ -92,6 +92,8 @@ def table(results: dict[str, Any]) -> str:
         )
     for name, reason in results.get("not_run", {}).items():
         lines.append(f"Not run: **{name}**: {reason}.")
+    for name, reason in results.get("failed", {}).items():
+        lines.append(f"**Failed: {name}**: {reason}")
     tool = {
         v["name"]: v["stage_seconds"]
         for v in results["variants"]

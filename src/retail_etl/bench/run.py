@@ -609,25 +609,30 @@ def run_bench(
     if options.handwritten:
         names = ("handwritten-duckdb-s3-mariadb", *names)
     want(names, production, problem, flag)
-    for name, reason in not_run.items():
-        bench.log(f"not running {name}: {reason}")
 
     csvs = bench.prepare()
     input_mb = sum(p.stat().st_size for p in csvs) / 1e6
-    order = [name for group in SCHEDULE for name in group]
-    variants = [Variant(name, DESCRIPTIONS[name]) for name in sorted(wanted, key=order.index)]
-    by_name = {v.name: v for v in variants}
-    for variant in variants:
-        variant.input_mb = input_mb
-    uses_production = any(name.endswith("-s3-mariadb") for name in by_name)
-    if uses_production:
-        bench.mysql = mysql
-        bench.s3 = S3Endpoint(options.s3_endpoint)
-        bench.log(f"S3 endpoint: {bench.s3.kind}; MariaDB: {mysql.display}")
-        bench.s3.start(bench.root / "s3-server.log")
-    began = time.perf_counter()
+    s3 = S3Endpoint(options.s3_endpoint)
+    failed: dict[str, str] = {}
     history = None
     try:
+        if any(name.endswith("-s3-mariadb") for name in wanted):
+            try:
+                s3.start(bench.root / "s3-server.log")
+                bench.mysql, bench.s3 = mysql, s3
+                bench.log(f"S3 endpoint: {s3.kind} at {s3.endpoint}; MariaDB: {mysql.display}")
+            except RuntimeError as exc:
+                for name in names:
+                    wanted.remove(name)
+                    not_run[name] = f"{exc} ({exc.__cause__})"
+        for name, reason in not_run.items():
+            bench.log(f"not running {name}: {reason}")
+        order = [name for group in SCHEDULE for name in group]
+        variants = [Variant(name, DESCRIPTIONS[name]) for name in sorted(wanted, key=order.index)]
+        by_name = {v.name: v for v in variants}
+        for variant in variants:
+            variant.input_mb = input_mb
+        began = time.perf_counter()
         if "day30-duckdb" in by_name:
             history = bench.history(options.history_fraction)
         for group in SCHEDULE:
@@ -636,19 +641,27 @@ def run_bench(
                 bench.log("measuring " + ", ".join(v.name for v in present) + ", taking turns")
             for attempt in range(options.repeats):
                 for variant in present:
+                    if variant.name in failed:
+                        continue
                     variant.started.append(time.perf_counter() - began)
-                    _measure_one(bench, variant, csvs, attempt, history)
-        machine_info = machine(mysql if uses_production else None)
-        endpoint = f"{bench.s3.kind} at {bench.s3.endpoint}" if bench.s3 else None
+                    try:
+                        _measure_one(bench, variant, csvs, attempt, history)
+                    except Exception as exc:  # one variant's failure does not lose the others
+                        failed[variant.name] = " ".join(f"{type(exc).__name__}: {exc}".split())
+                        bench.log(f"{variant.name} failed: {failed[variant.name]}")
+        machine_info = machine(mysql if bench.s3 else None)
+        endpoint = f"{s3.kind} at {s3.endpoint}" if bench.s3 else None
     finally:
-        if bench.s3 is not None:
-            bench.s3.stop()
+        s3.stop()
         if history is not None:
             shutil.rmtree(history, ignore_errors=True)
+    variants = [v for v in variants if v.name not in failed]
+    by_name = {v.name: v for v in variants}
     results = _results(
         options, variants, by_name, input_mb, not_run, machine_info, endpoint, bench.dimensions()
     )
     results["server_row_counters"] = bench.row_counters
+    results["failed"] = {name: reason[-1000:] for name, reason in failed.items()}
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.write_text(json.dumps(results, indent=2))
     if markdown_path is not None:
@@ -688,24 +701,23 @@ def _results(
     endpoint: str | None,
     dimension_rows: dict[str, int],
 ) -> dict[str, Any]:
-    floor = by_name["floor"].best
+    floor = by_name["floor"].best if "floor" in by_name else None
     handwritten = by_name.get("handwritten-duckdb")
     handwritten_median = handwritten.median if handwritten else None
     customer_totals = {
         v.name: v.totals["customer_total"] for v in variants if "customer_total" in v.totals
     }
     team_totals = {v.name: v.totals["team_total"] for v in variants if "team_total" in v.totals}
+    all_rows = by_name["floor"].totals["all_rows_total"] if "floor" in by_name else None
     checks: dict[str, Any] = {
         "mart_totals": customer_totals,
         "team_totals": team_totals,
         "mart_totals_agree": len(set(customer_totals.values()) | set(team_totals.values())) == 1,
-        "floor_total_equals_marts": all(
-            t == by_name["floor"].totals["all_rows_total"]
-            for t in [*customer_totals.values(), *team_totals.values()]
-        ),
+        "floor_total_equals_marts": all_rows is not None
+        and all(t == all_rows for t in [*customer_totals.values(), *team_totals.values()]),
     }
-    day1 = by_name["retail-etl-duckdb"]
-    if "day30-duckdb" in by_name:
+    day1 = by_name.get("retail-etl-duckdb")
+    if "day30-duckdb" in by_name and day1 is not None:
         checks["day30_over_day1"] = round(by_name["day30-duckdb"].median / day1.median, 2)
     if "textbook-spark" in by_name and "retail-etl-spark" in by_name:
         checks["spark_speedup_over_textbook"] = round(
@@ -713,7 +725,8 @@ def _results(
         )
     production = by_name.get("retail-etl-duckdb-s3-mariadb")
     if handwritten is not None:
-        checks["duckdb_over_handwritten"] = round(day1.median / handwritten.median, 2)
+        if day1 is not None:
+            checks["duckdb_over_handwritten"] = round(day1.median / handwritten.median, 2)
         if production is not None:
             checks["s3_mariadb_over_handwritten"] = round(production.median / handwritten.median, 2)
     if production is not None and "handwritten-duckdb-s3-mariadb" in by_name:
