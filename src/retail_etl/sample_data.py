@@ -461,7 +461,11 @@ def chain(size: ChainSize) -> dict[Table, pa.Table]:
 def load(warehouse: Warehouse, size: ChainSize | None = None) -> dict[str, int]:
     """Replace the dimension tables' rows with the sample chain's, in one transaction:
     SQLite through executemany of plain tuples, MySQL/MariaDB through LOAD DATA LOCAL
-    INFILE (multi-row INSERTs where the server refuses local files)."""
+    INFILE (multi-row INSERTs where the server refuses local files).
+
+    Measured with a million customers, 300 stores, 5,000 products and 2,100 sales people (2
+    shared cores): SQLite 3.1 s including generating the rows (0.4-0.8 s); MariaDB 10.11
+    3.3-7.0 s by LOAD DATA against 13.4-18.4 s by PyMySQL's multi-row INSERTs."""
     rows = chain(size or ChainSize())
     if warehouse.dialect == "sqlite":
         with warehouse.begin() as conn:
