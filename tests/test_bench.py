@@ -129,7 +129,7 @@ def test_realistic_profile_with_its_sizes_overridden(tmp_path: Path) -> None:
 
 
 def test_the_scripts_it_compares_against_ship_with_the_package() -> None:
-    from retail_etl.bench.run import HANDWRITTEN_SCRIPT, TEXTBOOK_SCRIPT
+    from retail_etl.bench.variants import HANDWRITTEN_SCRIPT, TEXTBOOK_SCRIPT
 
     for script in (TEXTBOOK_SCRIPT, HANDWRITTEN_SCRIPT):
         assert script.is_file() and script.parent.name == "bench"
@@ -182,7 +182,7 @@ def test_a_variant_that_fails_or_cannot_run_is_reported_and_the_rest_measured(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from retail_etl.bench import Options, run_bench, table
-    from retail_etl.bench.run import Bench
+    from retail_etl.bench.variants import Bench
 
     def broken(*_args: object) -> None:
         raise RuntimeError("the script crashed")

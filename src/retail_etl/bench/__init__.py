@@ -1,6 +1,8 @@
 """`retail-etl bench` and the scripts it measures the tool against.
 
-- run.py: the variants, their schedule (taking turns), the checks and the results JSON;
+- run.py: which variants run (or why not), their schedule (taking turns), the checks and the
+  results JSON;
+- variants.py: the profiles, and one attempt of each variant, as its own process;
 - services.py: the production stack on this machine (moto's S3 server, a throwaway MariaDB
   database);
 - report.py: the Markdown table and the SVG chart;
@@ -9,6 +11,7 @@
 """
 
 from retail_etl.bench.report import table
-from retail_etl.bench.run import FLOOR_SQL, PROFILES, Options, run_bench, with_chain
+from retail_etl.bench.run import Options, run_bench, with_chain
+from retail_etl.bench.variants import FLOOR_SQL, PROFILES
 
 __all__ = ["FLOOR_SQL", "PROFILES", "Options", "run_bench", "table", "with_chain"]
