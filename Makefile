@@ -23,10 +23,17 @@ demo: install
 test: install services browser
 	$(PY) -m pytest -q
 
-## Throughput and memory of every variant on the same files (GB=2 by default, up to 15)
-GB ?= 2
+## Throughput and memory of every variant on the same files, into this repository's
+## BENCHMARKS.md, bench/ and docs/. PROFILE=default (40 customers, GB=2 by default, up to 15)
+## or PROFILE=realistic (a million customers, 300 stores, with S3 + MariaDB; GB=1 by default)
+PROFILE ?= default
+GB ?= $(if $(filter realistic,$(PROFILE)),1,2)
+BENCH_FILES_default := --workdir bench/data --results bench/results.json --section table
+BENCH_FILES_realistic := --workdir bench/data-realistic --results bench/results-realistic.json \
+	--section realistic
 bench: install
-	$(VENV)/bin/retail-etl bench --gb $(GB)
+	$(VENV)/bin/retail-etl bench --profile $(PROFILE) --gb $(GB) --markdown BENCHMARKS.md \
+		$(BENCH_FILES_$(PROFILE))
 
 services:
 	bash scripts/ensure-services.sh

@@ -116,13 +116,35 @@ def secrets_encrypt(
     sys.stdout.write(encrypt(value, key) + "\n")
 
 
+_CHAIN = "sample chain (init --demo)"
+
+
 @app.command(short_help="Create the tables and the folder bucket (idempotent).")
 def init(
     demo: Annotated[bool, typer.Option("--demo", help="Load sample dimension rows")] = False,
-    customers: Annotated[int, typer.Option(help="Sample customers with --demo", min=1)] = 40,
+    customers: Annotated[
+        int, typer.Option(help="Customers of the sample chain", min=1, rich_help_panel=_CHAIN)
+    ] = 40,
+    stores: Annotated[
+        int, typer.Option(help="Stores of the sample chain", min=1, rich_help_panel=_CHAIN)
+    ] = 4,
+    products: Annotated[
+        int, typer.Option(help="Products of the sample chain", min=1, rich_help_panel=_CHAIN)
+    ] = 15,
+    sales_people_per_store: Annotated[
+        int | None,
+        typer.Option(
+            help="Sales people per store (default: the sample team of 10 for up to 4 stores, "
+            "else 7 per store)",
+            min=1,
+            rich_help_panel=_CHAIN,
+        ),
+    ] = None,
 ) -> None:
     """Create every table if missing, and a folder bucket (idempotent); --demo loads sample
     dimension rows."""
+    import time
+
     from retail_etl import sample_data
     from retail_etl.storage import open_store
     from retail_etl.warehouse import Warehouse
@@ -135,8 +157,14 @@ def init(
     if settings.storage.url.startswith("file:"):
         console.print(f"bucket folder ready: {settings.storage.url}")
     if demo:
-        loaded = sample_data.load(warehouse, customers)
-        console.print("sample rows loaded: " + ", ".join(f"{n} {t}" for t, n in loaded.items()))
+        size = sample_data.ChainSize(customers, stores, products, sales_people_per_store)
+        started = time.perf_counter()
+        loaded = sample_data.load(warehouse, size)
+        console.print(
+            "sample rows loaded: "
+            + ", ".join(f"{n} {t}" for t, n in loaded.items())
+            + f" ({time.perf_counter() - started:.1f}s)"
+        )
 
 
 @app.command()
@@ -154,8 +182,24 @@ def generate(
     ] = None,
     bad_rows: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of invalid rows")] = 0.0,
     gzip: Annotated[bool, typer.Option("--gzip", help="Write .csv.gz")] = False,
+    customers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Sell to the first N customers only (default: all)"),
+    ] = None,
+    stores: Annotated[
+        int | None, typer.Option(min=1, help="Sell in the first N stores only (default: all)")
+    ] = None,
+    products: Annotated[
+        int | None, typer.Option(min=1, help="Sell the first N products only (default: all)")
+    ] = None,
+    sales_people_per_store: Annotated[
+        int | None,
+        typer.Option(min=1, help="The first N sales people of each store sell (default: all)"),
+    ] = None,
 ) -> None:
-    """Write realistic synthetic sales CSVs into the landing prefix."""
+    """Write realistic synthetic sales CSVs into the landing prefix, drawn from the dimension
+    tables: with more stores than --files, each file holds a region's stores."""
+    from retail_etl.generate import Limits
     from retail_etl.generate import generate as write
     from retail_etl.storage import open_store
     from retail_etl.warehouse import Warehouse
@@ -178,6 +222,7 @@ def generate(
         tuple(drop_column or ()),
         bad_rows,
         gzip,
+        Limits(customers, stores, products, sales_people_per_store),
     )
     total = sum(size for _k, size in written)
     console.print(
@@ -376,45 +421,135 @@ def demo(
     run_demo(settings, days, rows, out)
 
 
+_PROFILE = "profile (default: the small sample chain; realistic: a real chain's size)"
+_PROD = "production stack (S3 protocol + MariaDB on this machine)"
+_OUT = "output"
+
+
 @app.command()
 def bench(
+    profile: Annotated[
+        str,
+        typer.Option(
+            help="default: 40 customers, 4 stores, 15 products; realistic: 1,000,000 "
+            "customers, 300 stores, 5,000 products, 2,100 sales people, with the "
+            "production-stack variants",
+            rich_help_panel=_PROFILE,
+        ),
+    ] = "default",
+    customers: Annotated[
+        int | None, typer.Option(min=1, help="Override the profile's", rich_help_panel=_PROFILE)
+    ] = None,
+    stores: Annotated[
+        int | None, typer.Option(min=1, help="Override the profile's", rich_help_panel=_PROFILE)
+    ] = None,
+    products: Annotated[
+        int | None, typer.Option(min=1, help="Override the profile's", rich_help_panel=_PROFILE)
+    ] = None,
+    sales_people_per_store: Annotated[
+        int | None, typer.Option(min=1, help="Override the profile's", rich_help_panel=_PROFILE)
+    ] = None,
     gb: Annotated[float, typer.Option(min=0.001, max=15.0, help="GB of CSV to generate")] = 2.0,
     files: Annotated[int, typer.Option(min=1, help="Files the day is split into")] = 8,
     repeats: Annotated[int, typer.Option(min=1, help="Runs per variant (best and median)")] = 2,
-    customers: Annotated[int, typer.Option(min=1, help="Customers in the dimension")] = 40,
     spark: Annotated[bool, typer.Option(help="Include the Spark variants")] = True,
-    textbook: Annotated[Path, typer.Option(help="The textbook Spark job")] = Path(
-        "bench/textbook_spark.py"
-    ),
+    handwritten: Annotated[
+        bool, typer.Option(help="Include the hand-written DuckDB script")
+    ] = True,
+    day30: Annotated[bool, typer.Option(help="Include day 30 after 29 processed days")] = True,
     history_fraction: Annotated[
         float, typer.Option(min=0.001, max=1.0, help="Size of each history day vs the day")
     ] = 0.1,
-    workdir: Annotated[Path, typer.Option(help="Scratch folder")] = Path("bench/data"),
-    results: Annotated[Path, typer.Option(help="Results JSON")] = Path("bench/results.json"),
-    markdown: Annotated[Path, typer.Option(help="Markdown whose table is regenerated")] = Path(
-        "BENCHMARKS.md"
-    ),
+    production: Annotated[
+        bool | None,
+        typer.Option(
+            help="Include the S3 + MariaDB variants (default: with --profile realistic)",
+            rich_help_panel=_PROD,
+        ),
+    ] = None,
+    mysql_url: Annotated[
+        str,
+        typer.Option(
+            envvar="RETAIL_ETL_BENCH_MYSQL_URL",
+            help="Server for the throwaway databases (created and dropped by the bench)",
+            rich_help_panel=_PROD,
+        ),
+    ] = "mysql+pymysql://root@127.0.0.1:3306",
+    s3_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RETAIL_ETL_BENCH_S3_ENDPOINT",
+            help="An S3-compatible endpoint to use (default: start moto's server on 127.0.0.1)",
+            rich_help_panel=_PROD,
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path,
+        typer.Option("--out", help="Folder for everything the bench writes", rich_help_panel=_OUT),
+    ] = Path("bench-results"),
+    workdir: Annotated[
+        Path | None,
+        typer.Option(help="Scratch folder (default: OUT/work)", rich_help_panel=_OUT),
+    ] = None,
+    results: Annotated[
+        Path | None,
+        typer.Option(help="Results JSON (default: OUT/results.json)", rich_help_panel=_OUT),
+    ] = None,
+    markdown: Annotated[
+        Path | None,
+        typer.Option(
+            help="Markdown whose section is regenerated, its chart in docs/ beside it "
+            "(default: OUT/BENCHMARKS.md)",
+            rich_help_panel=_OUT,
+        ),
+    ] = None,
     section: Annotated[
-        str, typer.Option(help="Which table of the Markdown (e.g. one per input size)")
-    ] = "table",
+        str | None,
+        typer.Option(
+            help="Which table of the Markdown (default: 'table', or the profile's name)",
+            rich_help_panel=_OUT,
+        ),
+    ] = None,
 ) -> None:
-    """Measure the floor, textbook Spark, both engines and day 30 on the same files."""
-    from retail_etl.bench import run_bench, table
+    """Measure the floor, textbook Spark, both engines, a hand-written DuckDB script, day 30
+    and (--production) the S3 + MariaDB stack on the same files, the runs taking turns."""
+    from retail_etl.bench import PROFILES, Options, run_bench, table, with_chain
 
-    outcome = run_bench(
-        workdir,
-        gb,
-        files,
-        repeats,
-        customers,
-        spark,
-        textbook.resolve() if textbook.exists() else None,
-        history_fraction,
-        results,
-        markdown,
-        section,
+    if profile not in PROFILES:
+        raise typer.BadParameter(f"--profile must be one of {', '.join(PROFILES)}")
+    chosen = with_chain(
+        PROFILES[profile],
+        customers=customers,
+        stores=stores,
+        products=products,
+        sales_people_per_store=sales_people_per_store,
     )
-    out.print(table(outcome))
+    options = Options(
+        gb=gb,
+        files=files,
+        repeats=repeats,
+        profile=chosen,
+        spark=spark,
+        handwritten=handwritten,
+        production=production,
+        day30=day30,
+        history_fraction=history_fraction,
+        mysql_url=mysql_url,
+        s3_endpoint=s3_endpoint,
+    )
+    markdown = markdown or out_dir / "BENCHMARKS.md"
+    outcome = run_bench(
+        workdir or out_dir / "work",
+        options,
+        results or out_dir / "results.json",
+        markdown,
+        section or ("table" if profile == "default" else profile),
+    )
+    out.print(table(outcome), soft_wrap=True, markup=False, highlight=False)
+    console.print(f"results: {results or out_dir / 'results.json'}; table: {markdown}")
+    if outcome["failed"]:
+        console.print(f"[red]error:[/red] failed: {', '.join(outcome['failed'])}")
+        sys.exit(1)
 
 
 def main() -> None:
