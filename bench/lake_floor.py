@@ -35,11 +35,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from retail_etl.bench import FLOOR_SQL
 from retail_etl.config import EngineSettings, RulesSettings
 from retail_etl.engines.base import LAKE_COLUMNS, MANDATORY_COLUMNS, BatchFile, RowLimits
+from retail_etl.engines.dimensions import dimensions_of
 from retail_etl.engines.duckdb_engine import DuckDBEngine, connect
-from retail_etl.enrich import dimensions_of
+from retail_etl.tools.bench import FLOOR_SQL
 
 DECLARED_TYPES = {
     "customer_id": "BIGINT",

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from retail_etl.bench import FLOOR_SQL
 from retail_etl.config import Settings
-from retail_etl.coupons import STORED_COLUMNS, coupon_code
 from retail_etl.engines import duckdb_engine
-from retail_etl.warehouse import Warehouse
+from retail_etl.marts.coupons import STORED_COLUMNS, coupon_code
+from retail_etl.tools.bench import FLOOR_SQL
+from retail_etl.warehouse import Warehouse, bulk
 from retail_etl.warehouse.schema import (
     customer_coupons,
     customer_sales_partial,
@@ -97,14 +97,12 @@ def main() -> None:
         warehouse = Warehouse(Settings.model_validate({"warehouse": {"url": url}}).warehouse)
         warehouse.create_all()
         with warehouse.begin() as conn:
-            mart = _timed(lambda: warehouse.insert_arrow(conn, customers_data_mart, mart_rows))
+            mart = _timed(lambda: bulk.insert_arrow(conn, customers_data_mart, mart_rows))
         with warehouse.begin() as conn:
-            partials = _timed(
-                lambda: warehouse.insert_arrow(conn, customer_sales_partial, partial_rows)
-            )
+            partials = _timed(lambda: bulk.insert_arrow(conn, customer_sales_partial, partial_rows))
         with warehouse.begin() as conn:
             coupon_rows = _timed(
-                lambda: warehouse.upsert(conn, customer_coupons, STORED_COLUMNS, coupons)
+                lambda: bulk.upsert(conn, customer_coupons, STORED_COLUMNS, coupons)
             )
         warehouse.dispose()
     print(

@@ -24,7 +24,7 @@ from helpers import customer_mart_rows, keys, ledger, object_bytes, team_mart
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from retail_etl.generate import generate
+from retail_etl.tools.generate import generate
 from retail_etl.warehouse.schema import lake_object, run_lock
 
 TESTS = Path(__file__).parent

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from retail_etl import sample_data
 from retail_etl.config import Settings, load_settings
-from retail_etl.pipeline import RunSummary, run
+from retail_etl.run import RunSummary, run
 from retail_etl.storage import ObjectStore, open_store
+from retail_etl.tools import sample_data
 from retail_etl.warehouse import Warehouse
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

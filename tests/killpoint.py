@@ -50,7 +50,8 @@ def hit(name: str, wanted: int) -> bool:
 
 
 def install(specs: list[str]) -> None:
-    from retail_etl import pipeline
+    import retail_etl.run
+    from retail_etl.run import pipeline
 
     checkpoints = [
         s.split(":", 2)
@@ -80,7 +81,8 @@ def install(specs: list[str]) -> None:
         kwargs["checkpoint"] = checkpoint
         return original_run(*args, **kwargs)
 
-    pipeline.run = run  # the CLI imports it at call time
+    pipeline.run = run
+    retail_etl.run.run = run  # the CLI imports it from there at call time
 
     if store_specs:
         original_open = pipeline.open_store
@@ -125,9 +127,9 @@ class _Store:
 
 
 def _hook_validate(wanted: int) -> None:
-    from retail_etl import download
+    from retail_etl.run import fetch
 
-    original = download.inspect_file
+    original = fetch.inspect_file
 
     def inspect_file(path: Any, name: str) -> Any:
         result = original(path, name)
@@ -135,7 +137,7 @@ def _hook_validate(wanted: int) -> None:
             die(f"after validating {name}")
         return result
 
-    download.inspect_file = inspect_file
+    fetch.inspect_file = inspect_file
 
 
 def _hook_sql(kind: str, pattern: str, wanted: int) -> None:

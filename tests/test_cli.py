@@ -94,10 +94,10 @@ def cli_with_a_defect(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]
     """`retail-etl ARGS` in its own process, with `status` broken by a plain Python error: what
     a defect in the tool looks like to a user."""
     code = (
-        "import retail_etl.status\n"
+        "import retail_etl.reports.status\n"
         "def collect(*_args):\n"
         "    raise KeyError('ledger')\n"
-        "retail_etl.status.collect = collect\n"
+        "retail_etl.reports.status.collect = collect\n"
         "from retail_etl.cli import main\n"
         "main()\n"
     )

@@ -12,7 +12,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from retail_etl.config import Settings, load_settings
 from retail_etl.errors import RetailEtlError, UnexpectedError, WorkFolderError
@@ -145,8 +144,8 @@ def init(
     dimension rows."""
     import time
 
-    from retail_etl import sample_data
     from retail_etl.storage import open_store
+    from retail_etl.tools import sample_data
     from retail_etl.warehouse import Warehouse
 
     settings = _settings()
@@ -199,9 +198,9 @@ def generate(
 ) -> None:
     """Write realistic synthetic sales CSVs into the landing prefix, drawn from the dimension
     tables: with more stores than --files, each file holds a region's stores."""
-    from retail_etl.generate import Limits
-    from retail_etl.generate import generate as write
     from retail_etl.storage import open_store
+    from retail_etl.tools.generate import Limits
+    from retail_etl.tools.generate import generate as write
     from retail_etl.warehouse import Warehouse
 
     try:
@@ -231,41 +230,6 @@ def generate(
     )
 
 
-def _run(settings: Settings, engine: str | None, as_json: bool, wait: float = 0.0) -> Any:
-    from retail_etl.pipeline import run as run_pipeline
-    from retail_etl.progress import TerminalProgress
-
-    if not as_json and console.is_terminal:
-        with TerminalProgress(console) as progress:
-            return run_pipeline(settings, engine, progress, wait_seconds=wait)
-    return run_pipeline(settings, engine, wait_seconds=wait)
-
-
-def _show_summary(summary: Any) -> None:
-    table = Table(
-        title=f"run {summary.run_id} ({summary.engine}): "
-        f"{summary.outcome} in {summary.seconds:.1f}s"
-    )
-    for column in ("file", "status", "rows", "valid", "rejected", "note"):
-        table.add_column(column)
-    for f in summary.files:
-        table.add_row(
-            f.file_name,
-            f.status,
-            str(f.rows_read),
-            str(f.rows_valid),
-            str(f.rows_rejected),
-            f.message or "",
-        )
-    out.print(table)
-    out.print(
-        f"files: {summary.files_processed} processed, {summary.files_quarantined} quarantined, "
-        f"{summary.files_duplicate} duplicate, {summary.files_corrected} corrections, "
-        f"{summary.files_resumed} resumed; rows: {summary.rows_valid} valid, "
-        f"{summary.rows_rejected} rejected"
-    )
-
-
 @app.command()
 def run(
     engine: Annotated[str | None, typer.Option(help="duckdb or spark (default: config)")] = None,
@@ -284,11 +248,13 @@ def run(
     """Process every pending landed file."""
     if engine not in (None, "duckdb", "spark"):
         raise typer.BadParameter("--engine must be duckdb or spark")
-    summary = _run(_settings(), engine, as_json, wait)
+    from retail_etl.reports import terminal
+
+    summary = terminal.run_with_progress(_settings(), engine, console, not as_json, wait)
     if as_json:
         _print_json(asdict(summary))
     else:
-        _show_summary(summary)
+        terminal.show_run(out, summary)
 
 
 @app.command()
@@ -296,7 +262,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout")] = False,
 ) -> None:
     """The ledger and recent runs."""
-    from retail_etl.status import collect
+    from retail_etl.reports import terminal
+    from retail_etl.reports.status import collect
     from retail_etl.warehouse import Warehouse
 
     warehouse = Warehouse(_settings().warehouse)
@@ -305,48 +272,7 @@ def status(
     if as_json:
         _print_json(data)
         return
-    out.print(f"warehouse: {data['warehouse']}")
-    out.print("files: " + ", ".join(f"{s}={n}" for s, n in data["files_by_status"].items()))
-    runs = Table(title="recent runs")
-    for column in (
-        "run",
-        "started",
-        "outcome",
-        "engine",
-        "files",
-        "valid rows",
-        "rejected",
-        "seconds",
-        "message",
-    ):
-        runs.add_column(column)
-    for r in data["recent_runs"]:
-        runs.add_row(
-            str(r["run_id"]),
-            str(r["started_at"]),
-            r["outcome"],
-            r["engine"],
-            str(r["files_processed"] or 0),
-            str(r["rows_valid"] or 0),
-            str(r["rows_rejected"] or 0),
-            f"{r['seconds'] or 0:.1f}",
-            r["message"] or "",
-        )
-    out.print(runs)
-    files = Table(title="recent files")
-    for column in ("id", "file", "status", "rows", "valid", "rejected", "message"):
-        files.add_column(column)
-    for f in data["recent_files"]:
-        files.add_row(
-            str(f["id"]),
-            f["file_name"],
-            f["status"],
-            str(f["rows_read"] or 0),
-            str(f["rows_valid"] or 0),
-            str(f["rows_rejected"] or 0),
-            f["message"] or "",
-        )
-    out.print(files)
+    terminal.show_status(out, data)
 
 
 def _month(value: str, option: str = "--month") -> str:
@@ -389,7 +315,7 @@ def coupons(
     ] = False,
 ) -> None:
     """Export a month's coupons as CSV for a marketing tool."""
-    from retail_etl import coupons as coupon_list
+    from retail_etl.marts import coupons as coupon_list
     from retail_etl.warehouse import Warehouse
 
     month = _month(month)
@@ -413,8 +339,8 @@ def demo(
     rows: Annotated[int, typer.Option(min=1, help="Rows per file")] = 2000,
 ) -> None:
     """The whole job on embedded defaults: init --demo, generate, run, report."""
-    from retail_etl.demo import run_demo
     from retail_etl.storage import open_store
+    from retail_etl.tools.demo import run_demo
 
     settings = _settings()
     open_store(settings.storage, create=True)  # demo plays init
@@ -513,7 +439,7 @@ def bench(
 ) -> None:
     """Measure the floor, textbook Spark, both engines, a hand-written DuckDB script, day 30
     and (--production) the S3 + MariaDB stack on the same files, the runs taking turns."""
-    from retail_etl.bench import PROFILES, Options, run_bench, table, with_chain
+    from retail_etl.tools.bench import PROFILES, Options, run_bench, table, with_chain
 
     if profile not in PROFILES:
         raise typer.BadParameter(f"--profile must be one of {', '.join(PROFILES)}")

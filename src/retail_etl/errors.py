@@ -78,3 +78,7 @@ class UnexpectedError(RetailEtlError):
     such an error on one file)."""
 
     exit_code = 8
+
+
+class LedgerError(UnexpectedError):
+    """A ledger transition its state machine does not allow: a defect (run/ledger.py)."""

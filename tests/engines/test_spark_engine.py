@@ -316,8 +316,8 @@ def test_rows_are_read_once_per_layout_with_broadcast_dimensions(request, tmp_pa
     from retail_etl import sql
     from retail_etl.config import EngineSettings, RulesSettings
     from retail_etl.engines.base import BatchFile, RowLimits
+    from retail_etl.engines.dimensions import load_dimensions
     from retail_etl.engines.spark_engine import SparkEngine, Workspace, raw_rows
-    from retail_etl.enrich import load_dimensions
 
     env = make_env("embedded", tmp_path / "env", request)
     settings = EngineSettings(work_dir=tmp_path / "work", **LOCAL_ENGINE)

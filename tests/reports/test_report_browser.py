@@ -17,7 +17,7 @@ from headless import Chromium, find_chromium
 from sqlalchemy import update
 
 from retail_etl import reports
-from retail_etl.generate import generate
+from retail_etl.tools.generate import generate
 from retail_etl.warehouse.schema import customer
 
 XSS_PRODUCT = "<script>alert(1)</script>"

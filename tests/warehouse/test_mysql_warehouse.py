@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from retail_etl.config import WarehouseSettings
 from retail_etl.errors import WarehouseError
 from retail_etl.secrets import encrypt, generate_key, parse_key
-from retail_etl.warehouse import Warehouse, schema
+from retail_etl.warehouse import Warehouse, bulk, schema
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ def upsert(
     warehouse: Warehouse, conn: Connection, table: Table, rows: list[dict[str, Any]]
 ) -> None:
     """Warehouse.upsert with rows written as dicts (all with the same keys)."""
-    warehouse.upsert(conn, table, list(rows[0]), [tuple(row.values()) for row in rows])
+    bulk.upsert(conn, table, list(rows[0]), [tuple(row.values()) for row in rows])
 
 
 def test_money_is_exact_and_oversized_values_are_errors(warehouse: Warehouse) -> None:

@@ -9,8 +9,9 @@ from retail_etl.engines.base import (
     BatchFile,
     Dimensions,
     Engine,
-    EngineResult,
     FileCounts,
+    LakePart,
+    Manifest,
     RowLimits,
 )
 
@@ -20,8 +21,9 @@ __all__ = [
     "BatchFile",
     "Dimensions",
     "Engine",
-    "EngineResult",
     "FileCounts",
+    "LakePart",
+    "Manifest",
     "RowLimits",
     "open_engine",
 ]

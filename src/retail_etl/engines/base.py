@@ -1,26 +1,23 @@
-"""The engine seam: read a batch of validated CSV files, normalise, check, enrich, write
-Parquet and compute the per-file mart contributions.
-
-Every engine leaves the same layout under out_dir/rows (hive partitions):
-
-    kind=valid/sales_month=YYYY-MM/store_id=N/_ledger=L/*.parquet   LAKE_COLUMNS
-    kind=rejected/_ledger=L/*.parquet                               REJECTED_COLUMNS
-
-and returns the mart contributions computed by the shared SQL in retail_etl/sql. The valid
-files are the lake's objects as they are: nothing but the lake's columns. Rejected rows are
-rare, so the engines find which files have any in the pass that writes the lake and read only
-those files again for their raw values.
+"""The engine seam: read a batch of validated CSV files, normalise, check, enrich, write the
+lake's Parquet and compute, with the shared SQL in retail_etl/sql, everything the later stages
+need. An engine returns a Manifest: the lake parts per (file, month, store) with their row
+counts, each file's rejected rows, per-file counts, the mart contributions and the daily sums.
+Where the engine keeps its files while it works is its own business: no other module reads
+its working folder, only the paths the manifest names.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from retail_etl.config import RulesSettings
 
@@ -114,12 +111,53 @@ class FileCounts:
 
 
 @dataclass(frozen=True)
-class EngineResult:
-    rows_dir: Path  # the partitioned layout described in the module docstring
-    customer_contributions: pa.Table  # shared SQL: sql/customers_data_mart.sql
-    sales_team_contributions: pa.Table  # shared SQL: sql/sales_team_data_mart.sql
+class LakePart:
+    """One Parquet file of valid rows (LAKE_COLUMNS), all of one file, month and store."""
+
+    ledger_id: int
+    sales_month: str  # 'YYYY-MM'
+    store_id: int
+    path: Path
+    rows: int
+
+
+# The shared SQL (sql/<name>.sql) over a batch's valid rows whose results a Manifest carries,
+# in the order of its fields.
+AGGREGATES = ("customers_data_mart", "sales_team_data_mart", "daily_sales_person", "daily_product")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What an engine made of a batch; every table and mapping is keyed by ledger id."""
+
+    lake_parts: tuple[LakePart, ...]
+    # Parquet files of each file's rejected rows (REJECTED_COLUMNS), files without any absent
+    rejected_parts: Mapping[int, tuple[Path, ...]]
     malformed: pa.Table  # ledger_id, line, reject_reason: lines that are not CSV records
-    counts: dict[int, FileCounts] = field(default_factory=dict)
+    counts: Mapping[int, FileCounts]
+    customer_contributions: pa.Table  # sql/customers_data_mart.sql
+    sales_team_contributions: pa.Table  # sql/sales_team_data_mart.sql
+    daily_sales_person: pa.Table  # sql/daily_sales_person.sql
+    daily_product: pa.Table  # sql/daily_product.sql
+
+    def of_files(self, ledger_ids: Collection[int]) -> Manifest:
+        """The same manifest restricted to these files."""
+        wanted = set(ledger_ids)
+        ids = pa.array(sorted(wanted), pa.int64())
+
+        def rows(table: pa.Table) -> pa.Table:
+            return table.filter(pc.is_in(table["ledger_id"], ids))
+
+        return Manifest(
+            tuple(part for part in self.lake_parts if part.ledger_id in wanted),
+            {i: paths for i, paths in self.rejected_parts.items() if i in wanted},
+            rows(self.malformed),
+            {i: counts for i, counts in self.counts.items() if i in wanted},
+            rows(self.customer_contributions),
+            rows(self.sales_team_contributions),
+            rows(self.daily_sales_person),
+            rows(self.daily_product),
+        )
 
 
 class Engine(Protocol):
@@ -132,6 +170,23 @@ class Engine(Protocol):
         limits: RowLimits,
         run_id: int,
         out_dir: Path,
-    ) -> EngineResult: ...
+    ) -> Manifest:
+        """Raises EngineError: input_error when the batch's input is at fault."""
+        ...
 
     def close(self) -> None: ...
+
+
+def layout_parts(rows_dir: Path) -> tuple[tuple[LakePart, ...], dict[int, tuple[Path, ...]]]:
+    """The lake parts and rejected-row parts both engines leave under rows_dir, as hive
+    partitions: kind=valid/sales_month=M/store_id=S/_ledger=L/*.parquet and
+    kind=rejected/_ledger=L/*.parquet."""
+    lake = []
+    for path in sorted(rows_dir.glob("kind=valid/*/*/*/*.parquet")):
+        month, store_id, ledger_id = (p.name.split("=", 1)[1] for p in path.parents[:3][::-1])
+        rows = pq.ParquetFile(path).metadata.num_rows
+        lake.append(LakePart(int(ledger_id), month, int(store_id), path, rows))
+    rejected: dict[int, list[Path]] = {}
+    for path in sorted(rows_dir.glob("kind=rejected/*/*.parquet")):
+        rejected.setdefault(int(path.parent.name.split("=", 1)[1]), []).append(path)
+    return tuple(lake), {i: tuple(paths) for i, paths in rejected.items()}

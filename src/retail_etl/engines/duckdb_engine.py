@@ -15,14 +15,16 @@ import pyarrow as pa
 from retail_etl import sql
 from retail_etl.config import EngineSettings
 from retail_etl.engines.base import (
+    AGGREGATES,
     LAKE_COLUMNS,
     MANDATORY_COLUMNS,
     REJECTED_COLUMNS,
     BatchFile,
     Dimensions,
-    EngineResult,
     FileCounts,
+    Manifest,
     RowLimits,
+    layout_parts,
 )
 from retail_etl.errors import EngineError
 
@@ -179,7 +181,7 @@ class DuckDBEngine:
         limits: RowLimits,
         run_id: int,
         out_dir: Path,
-    ) -> EngineResult:
+    ) -> Manifest:
         rows_dir = (out_dir / "rows").resolve()
         rows_dir.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -220,15 +222,17 @@ class DuckDBEngine:
                     f"CREATE OR REPLACE TEMP VIEW valid_rows AS SELECT * FROM ({rows}) WHERE false"
                 )
             self._shrink_pool()
-            customers = self.con.sql(sql.render("customers_data_mart", "duckdb")).to_arrow_table()
-            sales_team = self.con.sql(sql.render("sales_team_data_mart", "duckdb")).to_arrow_table()
+            aggregates = [
+                self.con.sql(sql.render(name, "duckdb")).to_arrow_table() for name in AGGREGATES
+            ]
             self.con.execute(f"SET memory_limit = {_literal(self._memory_limit)}")
         except duckdb.Error as exc:
             raise EngineError(
                 f"duckdb: {str(exc).splitlines()[0]}",
                 input_error=isinstance(exc, duckdb.InvalidInputException),
             ) from exc
-        return EngineResult(rows_dir, customers, sales_team, malformed, counts)
+        lake_parts, rejected_parts = layout_parts(rows_dir)
+        return Manifest(lake_parts, rejected_parts, malformed, counts, *aggregates)
 
     def _shrink_pool(self) -> None:
         """Lower the memory limit to MARTS_MEMORY for the mart queries. Their results leave

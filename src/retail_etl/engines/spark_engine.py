@@ -38,14 +38,16 @@ from pyspark.sql.types import StringType, StructField, StructType
 from retail_etl import sql
 from retail_etl.config import EngineSettings
 from retail_etl.engines.base import (
+    AGGREGATES,
     LAKE_COLUMNS,
     MANDATORY_COLUMNS,
     REJECTED_COLUMNS,
     BatchFile,
     Dimensions,
-    EngineResult,
     FileCounts,
+    Manifest,
     RowLimits,
+    layout_parts,
 )
 from retail_etl.errors import EngineError
 
@@ -407,7 +409,7 @@ class SparkEngine:
         limits: RowLimits,
         run_id: int,
         out_dir: Path,
-    ) -> EngineResult:
+    ) -> Manifest:
         rows_dir = (out_dir / "rows").resolve()
         try:
             workspace = Workspace(self.spark, self.settings, out_dir)
@@ -426,7 +428,7 @@ class SparkEngine:
         limits: RowLimits,
         run_id: int,
         rows_dir: Path,
-    ) -> EngineResult:
+    ) -> Manifest:
         spark = self.spark
         self._tune(batch)
         self.register(batch, dims)
@@ -441,12 +443,14 @@ class SparkEngine:
         lake.write.mode("overwrite").partitionBy(*PARTITIONS).parquet(workspace.rows)
         written = spark.read.schema(lake.schema).parquet(_glob_escaped(workspace.rows))
         written.where("kind = 'valid'").createOrReplaceTempView("valid_rows")
-        customers = workspace.collect(
-            spark.sql(sql.render("customers_data_mart", "spark")), "customer_contributions"
-        )
-        sales_team = workspace.collect(
-            spark.sql(sql.render("sales_team_data_mart", "spark")), "sales_team_contributions"
-        )
+        # a contribution per customer: millions of rows over a large customer base; the daily
+        # sums are per sales person and product, a few thousand
+        aggregates = [
+            workspace.collect(spark.sql(sql.render(name, "spark")), name)
+            if name.endswith("_data_mart")
+            else _to_arrow(spark.sql(sql.render(name, "spark")))
+            for name in AGGREGATES
+        ]
         tally = _to_arrow(written.groupBy("_ledger", "kind").count())
 
         # Pass 2, over the few files with traces: raw values, reasons, malformed lines.
@@ -483,7 +487,8 @@ class SparkEngine:
                 .orderBy("ledger_id", "line")
             )
         workspace.fetch_rows(rows_dir)
-        return EngineResult(rows_dir, customers, sales_team, malformed, _counts(tally))
+        lake_parts, rejected_parts = layout_parts(rows_dir)
+        return Manifest(lake_parts, rejected_parts, malformed, _counts(tally), *aggregates)
 
 
 def _counts(tally: pa.Table) -> dict[int, FileCounts]:

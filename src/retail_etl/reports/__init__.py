@@ -18,7 +18,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from retail_etl.config import Settings
-from retail_etl.coupons import shift_month
+from retail_etl.marts.coupons import shift_month
 from retail_etl.reports import charts
 from retail_etl.reports.day import DailyReport
 from retail_etl.reports.day import build as build_day

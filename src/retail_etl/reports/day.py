@@ -31,7 +31,7 @@ from sqlalchemy import Connection, or_, select
 from retail_etl.config import Settings
 from retail_etl.engines import duckdb_engine
 from retail_etl.errors import StorageError
-from retail_etl.publish import rejected_key
+from retail_etl.run.keys import rejected_key
 from retail_etl.storage import ObjectStore
 from retail_etl.warehouse import Warehouse
 from retail_etl.warehouse.schema import (

@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from retail_etl import coupons
-from retail_etl.coupons import month_start, shift_month
+from retail_etl.marts import coupons
+from retail_etl.marts.coupons import month_start, shift_month
 from retail_etl.reports.charts import compact, nice_step
 from retail_etl.warehouse import Warehouse
 from retail_etl.warehouse.schema import customers_data_mart, sales_team_data_mart, store

@@ -1,6 +1,7 @@
 """The warehouse seam: SQLAlchemy Core over SQLite (default) or MySQL/MariaDB.
 
-Everything dialect-specific (URL handling, upsert syntax, connect retries) lives here.
+This module holds the connection (URL handling, strict sessions, connect retries, one-line
+errors); bulk.py the bulk reads and writes, lock.py the run lock, schema.py the tables.
 """
 
 from __future__ import annotations
@@ -8,28 +9,13 @@ from __future__ import annotations
 import importlib.util
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
-from sqlalchemy import (
-    Connection,
-    Engine,
-    Select,
-    Table,
-    create_engine,
-    delete,
-    event,
-    insert,
-    select,
-    true,
-    update,
-)
+from sqlalchemy import Connection, Engine, Table, create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     DataError,
@@ -40,13 +26,12 @@ from sqlalchemy.exc import (
 )
 
 from retail_etl.config import WarehouseSettings
-from retail_etl.errors import ConfigError, LockedError, LockLostError, WarehouseError
+from retail_etl.errors import ConfigError, WarehouseError
 from retail_etl.redact import redact, register_secret
-from retail_etl.warehouse import schema
-from retail_etl.warehouse.holder import holder_is_dead, lock_holder
+from retail_etl.warehouse import lock, schema
+from retail_etl.warehouse.bulk import select_arrow, select_arrow_batches
+from retail_etl.warehouse.holder import lock_holder
 
-UPSERT_CHUNK = 5_000
-LOCK_NAME = "run"
 _MYSQL_SQL_MODE = (
     "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,"
     "NO_ENGINE_SUBSTITUTION"
@@ -58,12 +43,7 @@ _MYSQL_HINTS = {
     2003: ": is the server running and reachable?",
     2005: ": check the host name in warehouse.url",
 }
-LOCK_POLL_SECONDS = 1.0
 log = logging.getLogger("retail_etl.warehouse")
-
-
-def _now() -> datetime:
-    return datetime.now().replace(microsecond=0)
 
 
 class Warehouse:
@@ -106,7 +86,7 @@ class Warehouse:
             raise ConfigError(f"unsupported warehouse dialect {self.dialect!r}")
 
     # --- connections --------------------------------------------------------------------
-    def _connect(self) -> Connection:
+    def connect(self) -> Connection:
         """Open a connection, retrying a bounded number of times while the server is down."""
         attempts = self.settings.connect_retries + 1
         for attempt in range(attempts):
@@ -123,7 +103,7 @@ class Warehouse:
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """One transaction: all statements inside commit together or not at all."""
-        conn = self._connect()
+        conn = self.connect()
         try:
             with conn.begin():
                 yield conn
@@ -154,195 +134,24 @@ class Warehouse:
     def dispose(self) -> None:
         self.engine.dispose()
 
-    # --- bulk helpers -------------------------------------------------------------------
-    def upsert(
-        self, conn: Connection, table: Table, names: Sequence[str], rows: Sequence[Sequence[Any]]
-    ) -> None:
-        """Insert rows (values in the order of names), replacing the non-key columns of rows
-        whose primary key exists. Bound as plain tuples by the driver: a month's coupons for a
-        million customers are a million rows."""
-        if not rows:
-            return
-        keys = [c.name for c in table.primary_key.columns]
-        quote = conn.dialect.identifier_preparer.quote
-        statement = _insert_sql(conn, table, names)
-        updates = [quote(n) for n in names if n not in keys] or [quote(keys[0])]
-        if self.dialect == "sqlite":
-            statement += f" ON CONFLICT ({', '.join(quote(k) for k in keys)}) DO UPDATE SET "
-            statement += ", ".join(f"{n} = excluded.{n}" for n in updates)
-        else:
-            statement += " ON DUPLICATE KEY UPDATE "
-            statement += ", ".join(f"{n} = VALUES({n})" for n in updates)
-        for start in range(0, len(rows), UPSERT_CHUNK):
-            chunk = rows[start : start + UPSERT_CHUNK]
-            conn.exec_driver_sql(statement, [tuple(map(_driver_value, row)) for row in chunk])
-
-    def upsert_from_select(
-        self,
-        conn: Connection,
-        table: Table,
-        columns: Sequence[str],
-        source: Select[Any],
-        assignments: Callable[[Callable[[str], Any]], list[tuple[str, Any]]],
-    ) -> None:
-        """INSERT INTO table (columns) SELECT ... ; rows whose key exists are updated with
-        assignments(incoming): (column, expression) pairs where `incoming(name)` is the new
-        row's value and table columns are the existing row's. MySQL applies the pairs in
-        order (later ones see earlier results), SQLite all at once: list a column before the
-        ones it is computed from."""
-        keys = [c.name for c in table.primary_key.columns]
-        source = source.where(true())  # SQLite: keeps ON CONFLICT from parsing as a join
-        if self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            lite = sqlite_insert(table).from_select(list(columns), source)
-            pairs = assignments(lambda name: lite.excluded[name])
-            conn.execute(lite.on_conflict_do_update(index_elements=keys, set_=dict(pairs)))
-        else:
-            from sqlalchemy.dialects.mysql import insert as mysql_insert
-
-            my = mysql_insert(table).from_select(list(columns), source)
-            conn.execute(my.on_duplicate_key_update(assignments(lambda name: my.inserted[name])))
-
-    def insert_many(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-        for start in range(0, len(rows), UPSERT_CHUNK):
-            conn.execute(insert(table), list(rows[start : start + UPSERT_CHUNK]))
-
-    def insert_arrow(self, conn: Connection, table: Table, data: pa.Table) -> None:
-        """Bulk-insert an Arrow table's rows (column names = table columns) as plain tuples:
-        no per-row dicts; pymysql turns this into multi-row INSERTs. Decimals and dates are
-        turned into text by Arrow, not one Python object at a time (a million customers give
-        millions of rows a day)."""
-        if data.num_rows == 0:
-            return
-        statement = _insert_sql(conn, table, data.column_names)
-        data = pa.table([_bindable(column) for column in data.columns], names=data.column_names)
-        for batch in data.to_batches(max_chunksize=50_000):
-            columns = [column.to_pylist() for column in batch.columns]
-            conn.exec_driver_sql(statement, list(zip(*columns, strict=True)))
-
     def read_arrow(self, table: Table, columns: Sequence[str]) -> pa.Table:
         """A table's columns as Arrow (dimensions for the engine's joins)."""
         with self.begin() as conn:
             return select_arrow(conn, select(*(table.c[name] for name in columns)))
 
-    # --- run lock -----------------------------------------------------------------------
-    def acquire_lock(self, holder: str, wait_seconds: float = 0.0) -> None:
-        """Take the single run lock, waiting up to wait_seconds for it, or raise LockedError
-        naming who holds it.
-
-        A lock is taken over when its holder is certainly dead (a process of this host that
-        no longer exists, see holder.py) or its heartbeat is older than stale_lock_seconds
-        (its run was killed elsewhere).
-        """
-        deadline = time.monotonic() + wait_seconds
-        while True:
-            current = self._try_lock(holder)
-            if current is None:
-                self.holder = holder
-                return
-            left = deadline - time.monotonic()
-            if left <= 0:
-                hint = "try again later" if wait_seconds else "try again later or use --wait"
-                raise LockedError(f"another run holds the lock: {current}; {hint}")
-            time.sleep(min(LOCK_POLL_SECONDS, left))
-
-    def _try_lock(self, holder: str) -> str | None:
-        """None when the lock is now ours, else a description of its holder."""
-        t = schema.run_lock
-        for _attempt in range(3):
-            now = _now()
-            conn = self._connect()
-            try:
-                with conn.begin():
-                    conn.execute(
-                        insert(t).values(
-                            name=LOCK_NAME, holder=holder, acquired_at=now, heartbeat_at=now
-                        )
-                    )
-                return None
-            except IntegrityError:
-                pass  # held by someone: see whether it is stale or dead
-            except DBAPIError as exc:
-                if _is_lock_wait(exc):  # the holder is inside a long fenced transaction
-                    return "another run (busy in a long transaction)"
-                raise self.error(exc) from None
-            except SQLAlchemyError as exc:
-                raise self.error(exc) from None
-            finally:
-                conn.close()
-            stale_before = now - timedelta(seconds=self.settings.stale_lock_seconds)
-            with self.begin() as conn:
-                current = conn.execute(
-                    select(t.c.holder, t.c.heartbeat_at).where(t.c.name == LOCK_NAME)
-                ).first()
-                if current is None:
-                    continue  # released in between: try again
-                dead = holder_is_dead(current.holder)
-                if dead or current.heartbeat_at < stale_before:
-                    taken = conn.execute(
-                        update(t)
-                        .where(
-                            t.c.name == LOCK_NAME,
-                            t.c.holder == current.holder,
-                            t.c.heartbeat_at == current.heartbeat_at,
-                        )
-                        .values(holder=holder, acquired_at=now, heartbeat_at=now)
-                    ).rowcount
-                    if taken:
-                        why = "its process is gone" if dead else "its heartbeat is stale"
-                        log.warning(
-                            "took over the run lock from %s (%s)",
-                            current.holder,
-                            why,
-                            extra={"previous_holder": current.holder},
-                        )
-                        return None
-            return f"{current.holder} (heartbeat {current.heartbeat_at})"
-        return "another run"
-
-    def heartbeat(self, holder: str) -> bool:
-        """Refresh the lock; False when it is no longer ours."""
-        t = schema.run_lock
-        with self.begin() as conn:
-            return bool(
-                conn.execute(
-                    update(t)
-                    .where(t.c.name == LOCK_NAME, t.c.holder == holder)
-                    .values(heartbeat_at=_now())
-                ).rowcount
-            )
-
     def fence(self, conn: Connection) -> None:
         """Inside a transaction that changes the ledger, the lake index or the marts: prove
-        the lock is still ours. The lock row stays locked by this transaction until it
-        commits, so a takeover cannot slip in between; a run whose lock was taken over (it
-        was frozen past stale_lock_seconds) stops here instead of committing twice."""
-        if self.holder is None:
-            return
-        t = schema.run_lock
-        held = conn.execute(
-            update(t)
-            .where(t.c.name == LOCK_NAME, t.c.holder == self.holder)
-            .values(heartbeat_at=_now())
-        ).rowcount
-        if not held:
-            current = conn.execute(select(t.c.holder).where(t.c.name == LOCK_NAME)).scalar()
-            raise LockLostError(
-                f"this run lost the run lock (now held by {current or 'nobody'}); it stopped "
-                "before committing more, the run holding the lock carries on"
-            )
+        the run lock is still this run's (lock.fence)."""
+        lock.fence(conn, self.holder)
+
+    def acquire_lock(self, holder: str, wait_seconds: float = 0.0) -> None:
+        lock.acquire(self, holder, wait_seconds)
+
+    def heartbeat(self, holder: str) -> bool:
+        return lock.heartbeat(self, holder)
 
     def release_lock(self, holder: str) -> None:
-        t = schema.run_lock
-        self.holder = None
-        with self.begin() as conn:
-            conn.execute(delete(t).where(t.c.name == LOCK_NAME, t.c.holder == holder))
-
-
-def _is_lock_wait(exc: DBAPIError) -> bool:
-    text = str(exc.orig).lower()
-    return "database is locked" in text or "lock wait timeout" in text
+        lock.release(self, holder)
 
 
 # MySQL / MariaDB errors about a value: out of range (also in an expression), too long,
@@ -378,20 +187,6 @@ def _is_connect_error(exc: DBAPIError) -> bool:
     )
 
 
-def _arrow_type(column: Any) -> pa.DataType:
-    from sqlalchemy import Date, DateTime, Integer, Numeric
-
-    if isinstance(column.type, Integer):
-        return pa.int64()
-    if isinstance(column.type, Numeric):
-        return pa.decimal128(column.type.precision or 18, column.type.scale or 2)
-    if isinstance(column.type, DateTime):
-        return pa.timestamp("s")
-    if isinstance(column.type, Date):
-        return pa.date32()
-    return pa.string()
-
-
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -400,58 +195,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
-__all__ = ["Warehouse", "IntegrityError", "lock_holder", "schema"]
-
-
-def select_arrow(conn: Connection, statement: Select[Any]) -> pa.Table:
-    """A query's rows as Arrow, built column by column, typed from the selected columns."""
-    return _arrow_of(list(statement.selected_columns), conn.execute(statement).fetchall())
-
-
-def select_arrow_batches(conn: Connection, statement: Select[Any], size: int) -> Iterator[pa.Table]:
-    """select_arrow's rows, at most `size` at a time: a query of a million rows never has
-    them all as Python objects at once (MySQL streams them through a server-side cursor)."""
-    selected = list(statement.selected_columns)
-    result = conn.execution_options(yield_per=size).execute(statement)
-    for rows in result.partitions():
-        yield _arrow_of(selected, rows)
-
-
-def _arrow_of(selected: list[Any], rows: Sequence[Any]) -> pa.Table:
-    data = list(zip(*rows, strict=True)) if rows else [() for _ in selected]
-    return pa.table(
-        {
-            column.name: pa.array(list(values), type=_arrow_type(column))
-            for column, values in zip(selected, data, strict=True)
-        }
-    )
-
-
-def _insert_sql(conn: Connection, table: Table, names: Sequence[str]) -> str:
-    """INSERT INTO table (names) VALUES (markers), for the driver's executemany: tuples bind
-    far faster than SQLAlchemy's per-row dicts."""
-    quote = conn.dialect.identifier_preparer.quote
-    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    return (
-        f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) "
-        f"VALUES ({', '.join([marker] * len(names))})"
-    )
-
-
-def _bindable(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Values every driver binds the same way: decimals and dates as their text (sqlite3 has
-    no Decimal/date adapters of its own in newer Pythons; ISO text is also how SQLAlchemy
-    stores dates in SQLite)."""
-    kind = column.type
-    if pa.types.is_decimal(kind) or pa.types.is_date(kind) or pa.types.is_timestamp(kind):
-        return pc.cast(column, pa.string())
-    return column
-
-
-def _driver_value(value: Any) -> Any:
-    """One value as _bindable gives a column's: decimals and dates as text."""
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, date):  # datetime included: ISO text with a space, as SQLAlchemy's
-        return value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
-    return value
+__all__ = [
+    "Warehouse",
+    "IntegrityError",
+    "lock_holder",
+    "schema",
+    "select_arrow",
+    "select_arrow_batches",
+]

@@ -1,0 +1,118 @@
+"""Stage 7, finalize: rewrite the mart snapshots of the months that changed, move each
+settled or committed object out of landing (archive, or error for quarantined files) and flip
+its ledger status, then remove the lake objects of files that were corrected or set aside."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import delete, or_, select
+
+from retail_etl.config import StorageSettings
+from retail_etl.errors import ObjectConflictError, StorageError
+from retail_etl.marts.snapshots import write_snapshots
+from retail_etl.run import ledger
+from retail_etl.run.ledger import LedgerRow
+from retail_etl.storage import ObjectStore
+from retail_etl.warehouse import Warehouse
+from retail_etl.warehouse.schema import lake_object, product_staging_table
+
+log = logging.getLogger("retail_etl.run")
+OUTAGE_AFTER = 3  # moves failing to a prefix none reached: the store is down, not the files
+
+
+@dataclass(frozen=True)
+class Finalized:
+    snapshots: int  # mart snapshot objects rewritten
+    stuck: Mapping[int, str]  # ledger id -> why its move is left to a later run
+    lake_objects_removed: int
+
+
+def finalize(
+    store: ObjectStore,
+    warehouse: Warehouse,
+    pending: Sequence[LedgerRow],
+    months: Iterable[str],
+    storage: StorageSettings,
+    checkpoint: Callable[[str], None] = lambda _s: None,
+) -> Finalized:
+    # the months of files committed by an earlier run that died before its snapshots
+    with warehouse.begin() as conn:
+        committed = [row.id for row in pending if row.pending_status == ledger.DONE]
+        months = set(months) | ledger.affected_months(conn, committed)
+    snapshots = write_snapshots(store, warehouse, months, storage.lake_prefix)
+    checkpoint("snapshots_written")
+    stuck = move_objects(store, warehouse, storage.landing_prefix, pending, checkpoint)
+    removed = remove_superseded_lake_objects(store, warehouse)
+    return Finalized(snapshots, stuck, removed)
+
+
+def move_objects(
+    store: ObjectStore,
+    warehouse: Warehouse,
+    landing_prefix: str,
+    rows: Sequence[LedgerRow],
+    checkpoint: Callable[[str], None] = lambda _s: None,
+) -> dict[int, str]:
+    """Carry out the committed outcome of each row: move, then flip A -> pending status.
+
+    A move that fails for one object while others to the same prefix succeed (or that
+    would overwrite a different object someone put at its destination) leaves that row
+    pending: the next run tries the move again, and the other files are not held up. When
+    moves to a prefix fail and none succeeds, the store is the problem: the run stops
+    (StorageError). Returns the problems of the rows left pending."""
+    stuck: dict[int, str] = {}
+    failures: dict[str, list[StorageError]] = {}  # per destination, before any move there
+    moved: set[str] = set()  # destinations (archive, error) some move reached
+    for row in rows:
+        if row.pending_status is None:
+            continue
+        if row.dest_key:
+            where = "error" if row.pending_status == ledger.QUARANTINED else "archive"
+            try:
+                store.move(landing_prefix + row.landing_name, row.dest_key)
+            except StorageError as exc:
+                if where not in moved and not isinstance(exc, ObjectConflictError):
+                    failed = failures.setdefault(where, [])
+                    failed.append(exc)
+                    if len(failed) >= OUTAGE_AFTER:
+                        raise failed[0] from exc
+                stuck[row.id] = f"its move to {row.dest_key} failed, retried next run: {exc}"
+                log.error("archive move failed", extra={"file": row.file_name, "error": str(exc)})
+                continue
+            moved.add(where)
+        with warehouse.begin() as conn:
+            warehouse.fence(conn)
+            ledger.finish(conn, row)
+        checkpoint(f"archived:{row.file_name}")
+    for where, failed in failures.items():
+        if where not in moved:
+            raise failed[0]
+    return stuck
+
+
+def remove_superseded_lake_objects(store: ObjectStore, warehouse: Warehouse) -> int:
+    """Lake objects whose rows are not (or no longer) in the marts: deleted from the bucket,
+    then forgotten. Those of corrected files, and those an interrupted attempt uploaded for a
+    file that then ended quarantined or duplicate (it vanished from landing before the retry,
+    say): left alone, readers of the lake would count rows the marts do not."""
+    staging = product_staging_table
+    with warehouse.begin() as conn:
+        doomed = conn.execute(
+            select(lake_object.c.id, lake_object.c.object_key)
+            .join(staging, staging.c.id == lake_object.c.ledger_id)
+            .where(
+                or_(
+                    staging.c.superseded_by.is_not(None),
+                    staging.c.status.in_([ledger.QUARANTINED, ledger.DUPLICATE]),
+                )
+            )
+        ).fetchall()
+    for _id, key in doomed:
+        store.delete(key)
+    if doomed:
+        with warehouse.begin() as conn:
+            conn.execute(delete(lake_object).where(lake_object.c.id.in_([i for i, _k in doomed])))
+    return len(doomed)

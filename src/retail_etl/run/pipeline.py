@@ -1,0 +1,180 @@
+"""`retail-etl run`: the stages in order, under the run lock, recorded in the run log.
+
+    discover -> fetch -> triage -> transform -> publish -> commit -> finalize
+
+Each stage takes what the earlier ones returned and returns a frozen result; only the ledger
+(run/ledger.py) changes a file's status. This module only sequences the stages, times each one
+under its own name, and builds the run's summary from their results at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, replace
+from functools import partial
+
+from retail_etl.config import Settings
+from retail_etl.engines.dimensions import load_dimensions
+from retail_etl.logs import run_context
+from retail_etl.progress import NullProgress, Progress
+from retail_etl.redact import redact
+from retail_etl.run import isolate
+from retail_etl.run.commit import Committed, commit
+from retail_etl.run.discover import discover
+from retail_etl.run.fetch import fetch
+from retail_etl.run.finalize import finalize
+from retail_etl.run.lifecycle import (
+    StageTimer,
+    fresh_work_dir,
+    record_run,
+    run_lock,
+    start_run,
+    work_folder_error,
+)
+from retail_etl.run.publish import Published, publish
+from retail_etl.run.summary import RunSummary, summarize
+from retail_etl.run.transform import transform
+from retail_etl.run.triage import Triage, triage
+from retail_etl.storage import open_store
+from retail_etl.warehouse import Warehouse
+
+log = logging.getLogger("retail_etl.run")
+Checkpoint = Callable[[str], None]
+
+
+def run(
+    settings: Settings,
+    engine_name: str | None = None,
+    progress: Progress | None = None,
+    checkpoint: Checkpoint = lambda _stage: None,
+    wait_seconds: float = 0.0,
+) -> RunSummary:
+    """Process every pending landed object exactly once. Raises RetailEtlError subclasses.
+
+    Only one run works at a time: another run holding the lock makes this one wait up to
+    wait_seconds, then raise LockedError."""
+    warehouse = Warehouse(settings.warehouse)
+    try:
+        warehouse.create_all()
+        with run_lock(warehouse, wait_seconds):
+            engine = engine_name or settings.engine.name
+            timer = StageTimer(progress or NullProgress())
+            return _logged(settings, warehouse, engine, timer, checkpoint)
+    finally:
+        warehouse.dispose()
+
+
+def _logged(
+    settings: Settings,
+    warehouse: Warehouse,
+    engine: str,
+    timer: StageTimer,
+    checkpoint: Checkpoint,
+) -> RunSummary:
+    """The stages, recorded in the run log as succeeded or failed (with the first line of
+    the error)."""
+    run_id = start_run(warehouse, engine)
+    with run_context(run_id):
+        log.info("run started", extra={"engine": engine})
+        try:
+            try:
+                summary = _stages(settings, warehouse, run_id, engine, timer, checkpoint)
+            except OSError as exc:  # the stores and the warehouse raise their own errors
+                error = work_folder_error(settings, exc)
+                if error is None:
+                    raise
+                raise error from exc
+        except BaseException as exc:
+            message = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            log.error("run failed", extra={"error": message})
+            _record(warehouse, RunSummary(run_id, engine, "failed", message=message), timer)
+            raise
+        summary = _record(warehouse, summary, timer)
+        log.info("run finished", extra={"summary": asdict(summary) | {"files": len(summary.files)}})
+    return summary
+
+
+def _record(warehouse: Warehouse, summary: RunSummary, timer: StageTimer) -> RunSummary:
+    summary = replace(summary, seconds=timer.elapsed, stage_seconds=dict(timer.seconds))
+    try:
+        record_run(warehouse, summary)
+    except Exception:  # noqa: BLE001 - the run's own outcome or error matters more
+        log.warning("could not record the run outcome", exc_info=True)
+    return summary
+
+
+def _stages(
+    settings: Settings,
+    warehouse: Warehouse,
+    run_id: int,
+    engine: str,
+    timed: StageTimer,
+    checkpoint: Checkpoint,
+) -> RunSummary:
+    storage = settings.storage
+    store = open_store(storage)
+    work_dir = fresh_work_dir(settings, run_id)
+
+    with timed("discover"):
+        found = discover(store, warehouse, storage.landing_prefix, storage.error_prefix, run_id)
+    checkpoint("discovered")
+    with timed("fetch", sum(row.size or 0 for row in found.todo)):
+        advance = partial(timed.progress.advance, "fetch")
+        fetched = fetch(store, found.todo, storage, work_dir / "landing", advance)
+    checkpoint("downloaded")
+    with timed("triage"):
+        triaged = triage(warehouse, fetched, storage)
+    checkpoint("validated")
+
+    set_aside: list[isolate.SetAside] = []
+    published, committed = Published(0, 0), Committed((), (), {}, frozenset())
+    if triaged.batch:
+        with timed("transform"):
+            dims = load_dimensions(warehouse)
+            transformed = transform(settings, engine, triaged.batch, dims, run_id, work_dir)
+            set_aside.append(_set_aside(warehouse, settings, triaged, transformed.set_aside))
+        checkpoint("enriched")
+        batch = tuple(b for b in triaged.batch if b.ledger_id not in transformed.set_aside)
+        if transformed.manifest is not None:
+            manifest = transformed.manifest
+            with timed("publish"):
+                published = publish(
+                    store, warehouse, manifest, batch, triaged, storage, work_dir, checkpoint
+                )
+            with timed("commit"):
+                committed = commit(warehouse, manifest, batch, triaged, settings)
+                set_aside.append(_set_aside(warehouse, settings, triaged, committed.set_aside))
+            checkpoint("marts_committed")
+
+    with timed("finalize"):
+        pending = [*found.pending, *triaged.settled, *committed.committed]
+        pending += [row for aside in set_aside for row in aside.settled]
+        finalized = finalize(store, warehouse, pending, committed.months, storage, checkpoint)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    checkpoint("finished")
+    return summarize(
+        run_id,
+        engine,
+        [
+            *found.quarantined,
+            *triaged.outcomes,
+            *(outcome for aside in set_aside for outcome in aside.outcomes),
+            *committed.outcomes,
+        ],
+        finalized.stuck,
+        seen=len(found.new),
+        resumed=len(found.resumed),
+        corrected=sum(1 for row in committed.committed if row.id in triaged.corrections),
+        lake_objects=published.lake_objects,
+        rejected_files=published.rejected_files,
+    )
+
+
+def _set_aside(
+    warehouse: Warehouse, settings: Settings, triaged: Triage, problems: Mapping[int, str]
+) -> isolate.SetAside:
+    return isolate.set_aside(
+        warehouse, settings.storage.error_prefix, triaged.rows, triaged.checksums, problems
+    )

@@ -1,0 +1,164 @@
+"""Stage 5, publish: the manifest's lake parts and each file's rejected rows go to the bucket,
+under keys fixed by the file's registration (keys.py), so a resumed run rewrites rather than
+adds. The lake index (etl_lake_object) records the keys a file will own before any upload, so
+that a file later corrected, quarantined or found vanished can have exactly its objects
+removed."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from sqlalchemy import Connection, delete, select
+
+from retail_etl.config import StorageSettings
+from retail_etl.engines import MANDATORY_COLUMNS, BatchFile, Manifest
+from retail_etl.run import ledger
+from retail_etl.run.keys import lake_key, rejected_key
+from retail_etl.run.ledger import LedgerRow
+from retail_etl.run.triage import Triage
+from retail_etl.storage import ObjectStore
+from retail_etl.warehouse import Warehouse, bulk
+from retail_etl.warehouse.schema import lake_object, product_staging_table
+
+
+@dataclass(frozen=True)
+class Published:
+    lake_objects: int
+    rejected_files: int
+
+
+def publish(
+    store: ObjectStore,
+    warehouse: Warehouse,
+    manifest: Manifest,
+    batch: Sequence[BatchFile],
+    triaged: Triage,
+    storage: StorageSettings,
+    work_dir: Path,
+    checkpoint: Callable[[str], None],
+) -> Published:
+    lake_objects = upload_lake(
+        store, warehouse, manifest, batch, storage.lake_prefix, storage.max_concurrency
+    )
+    checkpoint("lake_written")
+    rejected_files = write_rejected(
+        store, warehouse, manifest, batch, triaged.rows, storage.error_prefix, work_dir
+    )
+    checkpoint("rejected_written")
+    return Published(lake_objects, rejected_files)
+
+
+def upload_lake(
+    store: ObjectStore,
+    warehouse: Warehouse,
+    manifest: Manifest,
+    batch: Sequence[BatchFile],
+    lake_prefix: str,
+    concurrency: int,
+) -> int:
+    """Record the keys each file will own, drop keys an earlier attempt wrote but this one
+    does not, then upload (each object appears atomically)."""
+    ledger_ids = [item.ledger_id for item in batch]
+    planned: list[tuple[Path, str, int]] = []
+    index: dict[tuple[int, str, int], int] = {}
+    for part in manifest.lake_parts:
+        group = (part.ledger_id, part.sales_month, part.store_id)
+        index[group] = index.get(group, -1) + 1
+        key = lake_key(lake_prefix, part.sales_month, part.store_id, part.ledger_id, index[group])
+        planned.append((part.path, key, part.ledger_id))
+    wanted = {(lid, key) for _path, key, lid in planned}
+    with warehouse.begin() as conn:
+        earlier = conn.execute(
+            select(lake_object.c.ledger_id, lake_object.c.object_key).where(
+                lake_object.c.ledger_id.in_(ledger_ids)
+            )
+        ).fetchall()
+    for lid, key in earlier:
+        if (lid, key) not in wanted:
+            store.delete(key)
+    with warehouse.begin() as conn:
+        warehouse.fence(conn)
+        conn.execute(delete(lake_object).where(lake_object.c.ledger_id.in_(ledger_ids)))
+        bulk.insert_many(
+            conn,
+            lake_object,
+            [{"ledger_id": lid, "object_key": key} for lid, key in sorted(wanted)],
+        )
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload") as pool:
+        list(pool.map(lambda item: store.upload(item[0], item[1]), planned))
+    return len(planned)
+
+
+def write_rejected(
+    store: ObjectStore,
+    warehouse: Warehouse,
+    manifest: Manifest,
+    batch: Sequence[BatchFile],
+    rows: Mapping[int, LedgerRow],
+    error_prefix: str,
+    work_dir: Path,
+) -> int:
+    """Per file with rejected rows: its original columns plus reject_reason, as CSV."""
+    written = 0
+    malformed_by_file: dict[int, list[str]] = {}
+    for row in manifest.malformed.to_pylist():
+        malformed_by_file.setdefault(int(row["ledger_id"]), []).append(row["reject_reason"])
+    for item in batch:
+        parts = manifest.rejected_parts.get(item.ledger_id, ())
+        malformed = malformed_by_file.get(item.ledger_id, [])
+        if not parts and not malformed:
+            continue
+        key = _rejected_key_of(warehouse, error_prefix, rows[item.ledger_id])
+        if store.exists(key):
+            continue  # written by an interrupted attempt of this same file: never overwrite
+        local = work_dir / f"rejected-{item.ledger_id}.csv"
+        with open(local, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow([*item.header, "reject_reason"])
+            for part in parts:
+                for rb in pq.ParquetFile(part).iter_batches(batch_size=65_536):
+                    for row in rb.to_pylist():
+                        writer.writerow(_original_values(item, row) + [row["reject_reason"]])
+            for reason in malformed:
+                writer.writerow([""] * len(item.header) + [reason])
+        store.upload(local, key)
+        written += 1
+    return written
+
+
+def _rejected_key_of(warehouse: Warehouse, error_prefix: str, row: LedgerRow) -> str:
+    """rejected_key, unless the run that registered this .csv.gz also registered the .csv of
+    the same name (both would be `<name>.csv`): then the .gz one keeps its whole name."""
+    if row.file_name.lower().endswith(".csv.gz"):
+        with warehouse.begin() as conn:
+            if _registered(conn, row.run_id, row.file_name[: -len(".gz")]):
+                return rejected_key(error_prefix, row.run_id, row.file_name + ".csv")
+    return rejected_key(error_prefix, row.run_id, row.file_name)
+
+
+def _registered(conn: Connection, run_id: int, file_name: str) -> bool:
+    t = product_staging_table
+    return (
+        conn.execute(
+            select(t.c.id).where(
+                t.c.run_id == run_id,
+                t.c.name_hash == ledger.name_hash(file_name),
+                t.c.file_name == file_name,
+            )
+        ).first()
+        is not None
+    )
+
+
+def _original_values(item: BatchFile, row: dict[str, Any]) -> list[str | None]:
+    extras = iter(row.get("extra_values") or [])
+    values = []
+    for name in item.columns:
+        values.append(row[f"raw_{name}"] if name in MANDATORY_COLUMNS else next(extras, None))
+    return values

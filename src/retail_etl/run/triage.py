@@ -1,0 +1,81 @@
+"""Stage 3, triage: decide each fetched file's fate at file level, in one transaction. Unusable
+files are quarantined, content already processed is a duplicate, a new version of a processed
+file name is a correction; the rest is the batch the engine gets."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from retail_etl.config import StorageSettings
+from retail_etl.engines import BatchFile
+from retail_etl.run import ledger
+from retail_etl.run.fetch import Fetched
+from retail_etl.run.keys import archive_key
+from retail_etl.run.ledger import LedgerRow
+from retail_etl.run.summary import FileOutcome
+from retail_etl.warehouse import Warehouse
+
+VANISHED = "object vanished from landing before it was processed"
+
+
+@dataclass(frozen=True)
+class Triage:
+    batch: tuple[BatchFile, ...]
+    rows: Mapping[int, LedgerRow]  # the batch's ledger rows
+    checksums: Mapping[int, str]  # of the batch's files
+    corrections: Mapping[int, int]  # a batch file's ledger id -> the id of the file it replaces
+    settled: tuple[LedgerRow, ...]  # quarantined or duplicate: only their moves are left
+    outcomes: tuple[FileOutcome, ...]  # of the files settled or dropped here
+
+
+def triage(warehouse: Warehouse, fetched: Fetched, storage: StorageSettings) -> Triage:
+    batch: list[BatchFile] = []
+    rows: dict[int, LedgerRow] = {}
+    checksums: dict[int, str] = {}
+    corrections: dict[int, int] = {}
+    settled: list[LedgerRow] = []
+    outcomes: list[FileOutcome] = []
+    with warehouse.begin() as conn:
+        warehouse.fence(conn)
+        usable = [f.check.checksum for f in fetched.files if f.check is not None and f.check.ok]
+        known = ledger.processed_by_checksum(conn, sorted(set(usable)))
+        current = ledger.processed_by_name(conn, [f.row.file_name for f in fetched.files])
+        for item in fetched.files:
+            row, check = item.row, item.check
+            if item.problem is None and (check is None or item.local_path is None):
+                ledger.drop(conn, row, VANISHED)
+                outcomes.append(FileOutcome(row.id, row.file_name, "E", message=VANISHED))
+                continue
+            if item.problem is not None or check is None or not check.ok:
+                outcome = ledger.QUARANTINED
+                dest = archive_key(storage.error_prefix, row)
+                message = item.problem or (check.problem if check else None) or ""
+            elif check.checksum in known:
+                original_id, original_name = known[check.checksum]
+                outcome, dest = ledger.DUPLICATE, archive_key(storage.archive_prefix, row)
+                message = f"duplicate of {original_name} (file id {original_id})"
+            else:
+                known[check.checksum] = (row.id, row.file_name)
+                previous = current.get(row.file_name)
+                if previous is not None and previous[0] != row.id:
+                    corrections[row.id] = previous[0]
+                checksums[row.id] = check.checksum
+                rows[row.id] = row
+                path = item.local_path
+                assert path is not None  # fetch sets it with the check
+                batch.append(BatchFile(row.id, row.file_name, path, check.header))
+                continue
+            settled.append(
+                ledger.settle(
+                    conn,
+                    row,
+                    outcome,
+                    dest,
+                    message,
+                    checksum=check.checksum if check else None,
+                    size=check.size if check else None,
+                )
+            )
+            outcomes.append(FileOutcome(row.id, row.file_name, outcome, message=message))
+    return Triage(tuple(batch), rows, checksums, corrections, tuple(settled), tuple(outcomes))

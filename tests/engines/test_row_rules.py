@@ -1,0 +1,162 @@
+"""SPEC section 4: every invalid row is kept with a reason naming the column and the problem."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from decimal import Decimal
+
+import pytest
+from conftest import HEADER, Env, csv_text
+from helpers import customer_mart, keys, ledger, object_bytes
+
+from retail_etl.run.keys import rejected_key
+
+GOOD = "1,1,Whole Milk 1L,2024-03-05,2,1.19,2,2.38"
+
+
+def with_value(column: str, value: str) -> str:
+    values = GOOD.split(",")
+    values[HEADER.split(",").index(column)] = value
+    return ",".join(values)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "reason"),
+    [
+        ("customer_id", "", "customer_id is empty"),
+        ("store_id", " ", "store_id is empty"),
+        ("product_name", "", "product_name is empty"),
+        ("sales_date", "", "sales_date is empty"),
+        ("sales_person_id", "", "sales_person_id is empty"),
+        ("price", "", "price is empty"),
+        ("quantity", "", "quantity is empty"),
+        ("total_cost", "", "total_cost is empty"),
+        ("customer_id", "1.5", "customer_id is not an integer"),
+        ("store_id", "one", "store_id is not an integer"),
+        ("sales_person_id", "2x", "sales_person_id is not an integer"),
+        ("quantity", "2.0", "quantity is not an integer"),
+        ("price", "abc", "price is not a number"),
+        ("total_cost", "1,5", "total_cost is not a number"),  # quoted below
+        ("total_cost", "2.385", "total_cost has more than 2 decimal places"),
+        ("sales_date", "2024-02-30", "sales_date is not a valid YYYY-MM-DD date"),
+        ("sales_date", "05/03/2024", "sales_date is not a valid YYYY-MM-DD date"),
+        ("quantity", "0", "quantity is not greater than 0"),
+        ("quantity", "-3", "quantity is not greater than 0"),
+        ("price", "-1.00", "price is negative"),
+        ("total_cost", "-0.01", "total_cost is negative"),
+        ("customer_id", "424242", "customer_id not in customer"),
+        ("store_id", "99", "store_id not in store"),
+        ("sales_person_id", "77", "sales_person_id not in sales_team"),
+        # what the warehouse cannot store, sum or report (defaults of [rules])
+        ("sales_date", "0001-01-01", "sales_date is before 2000-01-01 (rules.min_sales_date)"),
+        ("sales_date", "0999-06-15", "sales_date is before 2000-01-01"),
+        ("sales_date", "1999-12-31", "sales_date is before 2000-01-01"),
+        ("sales_date", "9999-12-31", "(rules.max_days_ahead)"),
+        ("price", "100000000.01", "price is more than 100000000.00 (rules.max_amount)"),
+        ("total_cost", "9999999999999999.99", "total_cost is more than 100000000.00"),
+        ("quantity", "1000001", "quantity is more than 1000000 (rules.max_quantity)"),
+        ("product_name", "x" * 256, "product_name is longer than 255 characters"),
+        ("product_name", "é" * 70_000, "product_name is longer than 255 characters"),
+    ],
+)
+def test_invalid_row_is_rejected_with_reason(
+    env: Env, tmp_path, column: str, value: str, reason: str
+) -> None:
+    quoted = f'"{value}"' if "," in value else value
+    env.land("day.csv", csv_text(GOOD.replace("1,1,", "3,1,", 1), with_value(column, quoted)))
+    summary = env.run()
+    assert (summary.rows_valid, summary.rows_rejected) == (1, 1)
+    (row,) = ledger(env)
+    assert (row["status"], row["rows_read"], row["rows_valid"], row["rows_rejected"]) == (
+        "I",
+        2,
+        1,
+        1,
+    )
+    rejected_key = f"{env.settings.storage.error_prefix}rejected/{summary.run_id}/day.csv"
+    assert keys(env, env.settings.storage.error_prefix + "rejected/") == [rejected_key]
+    records = list(csv.DictReader(io.StringIO(object_bytes(env, rejected_key, tmp_path).decode())))
+    assert len(records) == 1
+    assert reason in records[0]["reject_reason"]
+    assert records[0][column] == value  # the original value, as written
+    assert list(records[0]) == [*HEADER.split(","), "reject_reason"]
+    # only the valid row reached the marts
+    assert customer_mart(env) == {(3, "2024-03-01"): Decimal("2.38")}
+
+
+def test_all_problems_of_a_row_are_named(env: Env, tmp_path) -> None:
+    env.land("bad.csv", csv_text("x,1,Milk,2024-13-01,2,-1,0,1.00"))
+    summary = env.run()
+    key = f"{env.settings.storage.error_prefix}rejected/{summary.run_id}/bad.csv"
+    (record,) = csv.DictReader(io.StringIO(object_bytes(env, key, tmp_path).decode()))
+    assert record["reject_reason"] == (
+        "customer_id is not an integer; sales_date is not a valid YYYY-MM-DD date; "
+        "price is negative; quantity is not greater than 0"
+    )
+
+
+@pytest.mark.parametrize(
+    ("file_name", "rejected_name"),
+    [
+        ("day.csv", "day.csv"),
+        ("2024-03-01/Day.CSV", "2024-03-01/Day.CSV"),
+        ("day.csv.gz", "day.csv"),
+        ("2024-03-01/DAY.Csv.Gz", "2024-03-01/DAY.Csv"),
+        ("day.txt", "day.txt.csv"),
+        ("day", "day.csv"),
+    ],
+)
+def test_rejected_rows_file_is_named_after_its_source(file_name: str, rejected_name: str) -> None:
+    assert rejected_key("err/", 7, file_name) == f"err/rejected/7/{rejected_name}"
+
+
+def test_rejected_rows_of_a_gzip_file_go_to_a_csv_of_its_name(embedded: Env, tmp_path) -> None:
+    embedded.land("2024-03-05/Store 1.CSV.GZ", gzip.compress(csv_text(GOOD, "x,1").encode()))
+    summary = embedded.run()
+    prefix = embedded.settings.storage.error_prefix + "rejected/"
+    assert keys(embedded, prefix) == [f"{prefix}{summary.run_id}/2024-03-05/Store 1.CSV"]
+
+
+def test_rejected_rows_keep_extra_columns_in_original_order(env: Env, tmp_path) -> None:
+    header = f"note,{HEADER},payment"
+    env.land("x.csv", csv_text(f"hello,{with_value('quantity', '0')},card", header=header))
+    summary = env.run()
+    key = f"{env.settings.storage.error_prefix}rejected/{summary.run_id}/x.csv"
+    lines = object_bytes(env, key, tmp_path).decode().splitlines()
+    assert lines[0] == f"{header},reject_reason"
+    assert lines[1] == f"hello,{with_value('quantity', '0')},card,quantity is not greater than 0"
+
+
+def test_malformed_line_is_rejected_not_dropped(env: Env, tmp_path) -> None:
+    env.land("ragged.csv", csv_text(GOOD, "1,1,Milk,2024-03-05,2,1.19,2,2.38,surplus", "2,1,Milk"))
+    summary = env.run()
+    (row,) = ledger(env)
+    assert (row["rows_read"], row["rows_valid"], row["rows_rejected"]) == (3, 1, 2)
+    key = f"{env.settings.storage.error_prefix}rejected/{summary.run_id}/ragged.csv"
+    records = list(csv.DictReader(io.StringIO(object_bytes(env, key, tmp_path).decode())))
+    assert len(records) == 2
+    assert all("malformed CSV line" in r["reject_reason"] for r in records)
+
+
+def test_money_is_exact_decimal(env: Env) -> None:
+    rows = [f"1,1,Candy,2024-03-0{d},2,0.10,1,0.10" for d in range(1, 4)]
+    rows += ["1,1,Big,2024-03-04,2,9999999999999.99,1,9999999999999.99"]
+    env.land("cents.csv", csv_text(*rows))
+    # amounts far above a double's exact range (2^53 cents), as a configured limit allows
+    env.with_settings(rules={"max_amount": "9999999999999.99"}).run()
+    assert customer_mart(env) == {(1, "2024-03-01"): Decimal("10000000000000.29")}
+
+
+def test_unclosed_quote_on_the_last_line_is_rejected_even_among_many_files(
+    env: Env, tmp_path
+) -> None:
+    for index in range(4):  # distinct content, or they would be duplicates
+        env.land(f"ok{index}.csv", csv_text(GOOD.replace("1,1,", f"{index + 1},1,", 1)))
+    env.land("open-quote.csv", csv_text(GOOD) + '1,1,Milk,2024-03-05,2,1.19,2,"2.38\n')
+    summary = env.run()
+    assert (summary.rows_read, summary.rows_valid, summary.rows_rejected) == (6, 5, 1)
+    key = f"{env.settings.storage.error_prefix}rejected/{summary.run_id}/open-quote.csv"
+    records = list(csv.DictReader(io.StringIO(object_bytes(env, key, tmp_path).decode())))
+    assert len(records) == 1 and "malformed CSV line 3" in records[0]["reject_reason"]
