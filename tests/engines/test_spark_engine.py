@@ -157,15 +157,13 @@ def lake_tables(env: Env, tmp_path: Path, folder: str) -> tuple[set[str], list[s
 
 
 def derived_tables(env: Env) -> dict[str, list[str]]:
-    """What the warehouse derives from the rows besides the marts (per-file mart partials,
-    per-day sums, coupons), timestamps left out."""
+    """What the warehouse derives from the rows besides the marts (per-day sums, coupons),
+    timestamps left out."""
     from sqlalchemy import DateTime, select
 
     from retail_etl.warehouse import schema
 
     tables = (
-        schema.customer_sales_partial,
-        schema.sales_team_partial,
         schema.customer_coupons,
         schema.daily_sales_person_partial,
         schema.daily_product_partial,
@@ -297,8 +295,6 @@ def test_spark_and_duckdb_leave_identical_results(request, tmp_path) -> None:
         )
 
     assert {name: bool(rows) for name, rows in expected["derived"].items()} == {
-        "etl_customer_sales_partial": True,
-        "etl_sales_team_partial": True,
         "customer_coupons": True,
         "etl_daily_sales_person_partial": True,
         "etl_daily_product_partial": True,

@@ -24,9 +24,13 @@ from sqlalchemy import func, select
 
 from retail_etl.engines import LAKE_COLUMNS
 from retail_etl.errors import UnexpectedError
-from retail_etl.marts import merge
+from retail_etl.marts import coupons
 from retail_etl.tools.generate import generate
-from retail_etl.warehouse.schema import customer, customer_sales_partial, sales_team_partial
+from retail_etl.warehouse.schema import (
+    customer,
+    daily_product_partial,
+    daily_sales_person_partial,
+)
 
 FILE_A = csv_text(
     "1,1,Whole Milk 1L,2024-03-01,2,1.19,3,3.57",
@@ -120,19 +124,19 @@ def test_a_mart_update_is_all_or_nothing(
 ) -> None:
     env.land("2024-03-01/a.csv", FILE_A)
 
-    def fail(*_args: object) -> None:
+    def fail(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("injected failure after the mart rows were written")
 
-    # The re-ranking runs after both marts and the partial aggregates were written, inside
-    # the same transaction: none of it may survive the failure.
-    monkeypatch.setattr(merge, "_rerank", fail)
+    # The coupons are computed after both marts and the daily sums were written, inside the
+    # same transaction: none of it may survive the failure.
+    monkeypatch.setattr(coupons, "refresh", fail)
     # a defect that fails the file alone is reported as such (exit 8), nothing quarantined
     with pytest.raises(UnexpectedError, match="injected failure"):
         env.run()
     assert customer_mart(env) == {}
     assert team_mart(env) == {}
     with env.warehouse.begin() as conn:
-        for table in (customer_sales_partial, sales_team_partial):
+        for table in (daily_sales_person_partial, daily_product_partial):
             assert conn.execute(select(func.count()).select_from(table)).scalar() == 0
     assert [r["status"] for r in ledger(env)] == ["A"]
 

@@ -8,7 +8,7 @@ its working folder, only the paths the manifest names.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -123,7 +123,8 @@ class LakePart:
 
 # The shared SQL (sql/<name>.sql) over a batch's valid rows whose results a Manifest carries,
 # in the order of its fields.
-AGGREGATES = ("customers_data_mart", "sales_team_data_mart", "daily_sales_person", "daily_product")
+MART_CONTRIBUTIONS = ("customers_data_mart", "sales_team_data_mart")
+AGGREGATES = (*MART_CONTRIBUTIONS, "daily_sales_person", "daily_product")
 
 
 @dataclass(frozen=True)
@@ -139,14 +140,17 @@ class Manifest:
     sales_team_contributions: pa.Table  # sql/sales_team_data_mart.sql
     daily_sales_person: pa.Table  # sql/daily_sales_person.sql
     daily_product: pa.Table  # sql/daily_product.sql
+    # The same mart SQL over the lake rows of the files the batch's corrections replace, by
+    # their ledger ids (names NULL): what to take back out of the marts.
+    retired_customer_contributions: pa.Table
+    retired_sales_team_contributions: pa.Table
 
-    def of_files(self, ledger_ids: Collection[int]) -> Manifest:
-        """The same manifest restricted to these files."""
+    def of_files(self, ledger_ids: Collection[int], retired: Collection[int] = ()) -> Manifest:
+        """The same manifest restricted to these files, and to these replaced files."""
         wanted = set(ledger_ids)
-        ids = pa.array(sorted(wanted), pa.int64())
 
-        def rows(table: pa.Table) -> pa.Table:
-            return table.filter(pc.is_in(table["ledger_id"], ids))
+        def rows(table: pa.Table, ids: Collection[int] = wanted) -> pa.Table:
+            return table.filter(pc.is_in(table["ledger_id"], pa.array(sorted(ids), pa.int64())))
 
         return Manifest(
             tuple(part for part in self.lake_parts if part.ledger_id in wanted),
@@ -157,6 +161,8 @@ class Manifest:
             rows(self.sales_team_contributions),
             rows(self.daily_sales_person),
             rows(self.daily_product),
+            rows(self.retired_customer_contributions, retired),
+            rows(self.retired_sales_team_contributions, retired),
         )
 
 
@@ -170,8 +176,11 @@ class Engine(Protocol):
         limits: RowLimits,
         run_id: int,
         out_dir: Path,
+        retired: Sequence[Path] = (),
     ) -> Manifest:
-        """Raises EngineError: input_error when the batch's input is at fault."""
+        """The batch's manifest. retired: local copies of the lake parts of the files its
+        corrections replace, each under its sales_month=M/store_id=S/ folders. Raises
+        EngineError (input_error when the batch's input is at fault)."""
         ...
 
     def close(self) -> None: ...

@@ -23,6 +23,7 @@ import re
 import shutil
 import threading
 import uuid
+from collections.abc import Sequence
 from functools import reduce
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from retail_etl.engines.base import (
     AGGREGATES,
     LAKE_COLUMNS,
     MANDATORY_COLUMNS,
+    MART_CONTRIBUTIONS,
     REJECTED_COLUMNS,
     BatchFile,
     Dimensions,
@@ -214,6 +216,13 @@ class Workspace:
                 self._place(item.local_path, f"{folder}/{name}")
             groups.append((f"{self.root}/{folder}", columns))
         return groups
+
+    def stage_parts(self, parts: Sequence[Path], under: str) -> str:
+        """Place lake parts under their two hive folders (sales_month=M/store_id=S/), for a
+        read that takes the partition values from the path; returns the folder's URI."""
+        for path in parts:
+            self._place(path, f"{under}/{path.parent.parent.name}/{path.parent.name}/{path.name}")
+        return f"{self.root}/{under}"
 
     def _place(self, source: Path, relative: str) -> None:
         if self.local is not None:
@@ -409,12 +418,13 @@ class SparkEngine:
         limits: RowLimits,
         run_id: int,
         out_dir: Path,
+        retired: Sequence[Path] = (),
     ) -> Manifest:
         rows_dir = (out_dir / "rows").resolve()
         try:
             workspace = Workspace(self.spark, self.settings, out_dir)
             try:
-                return self._process(workspace, batch, dims, limits, run_id, rows_dir)
+                return self._process(workspace, batch, dims, limits, run_id, rows_dir, retired)
             finally:
                 workspace.remove()
         except (PySparkException, Py4JError) as exc:
@@ -428,6 +438,7 @@ class SparkEngine:
         limits: RowLimits,
         run_id: int,
         rows_dir: Path,
+        retired: Sequence[Path],
     ) -> Manifest:
         spark = self.spark
         self._tune(batch)
@@ -452,6 +463,18 @@ class SparkEngine:
             for name in AGGREGATES
         ]
         tally = _to_arrow(written.groupBy("_ledger", "kind").count())
+        # the same mart SQL over the rows the batch's corrections take back out
+        if retired:
+            folder = workspace.stage_parts(retired, "retired")
+            spark.read.option("basePath", folder).parquet(
+                _glob_escaped(folder)
+            ).createOrReplaceTempView("valid_rows")
+        else:
+            written.where("false").createOrReplaceTempView("valid_rows")
+        retired_marts = [
+            workspace.collect(spark.sql(sql.render(name, "spark")), f"retired-{name}")
+            for name in MART_CONTRIBUTIONS
+        ]
 
         # Pass 2, over the few files with traces: raw values, reasons, malformed lines.
         rejecting = {int(row["_ledger"]) for row in tally.to_pylist() if row["kind"] != "valid"}
@@ -488,7 +511,9 @@ class SparkEngine:
             )
         workspace.fetch_rows(rows_dir)
         lake_parts, rejected_parts = layout_parts(rows_dir)
-        return Manifest(lake_parts, rejected_parts, malformed, _counts(tally), *aggregates)
+        return Manifest(
+            lake_parts, rejected_parts, malformed, _counts(tally), *aggregates, *retired_marts
+        )
 
 
 def _counts(tally: pa.Table) -> dict[int, FileCounts]:

@@ -32,16 +32,18 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
+from fractions import Fraction
 from functools import lru_cache
-from itertools import islice
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Connection, and_, delete, exists, func, select
 from sqlalchemy.orm import aliased
 
@@ -53,17 +55,17 @@ from retail_etl.config import (
     TopSpendersRule,
 )
 from retail_etl.marts.merge import MartChanges
-from retail_etl.warehouse import Warehouse, bulk
+from retail_etl.warehouse import Warehouse, bulk, select_arrow
 from retail_etl.warehouse.schema import customer, customer_coupons, customers_data_mart
 
 DEFAULT_SECRET = b"retail-etl coupon codes: set rules.coupon_secret"
 _CHUNK = 500
-_RANGE = 50_000  # customers whose coupons are compared and written at a time
 ZERO = Decimal("0.00")
+_PERCENT, _MONEY = pa.decimal128(5, 2), pa.decimal128(18, 2)  # discount_pct, total_sales
 LAST_MONTH = "9999-12"
 
 
-# The customer_coupons columns a computation fills, in the order Coupon.values() gives them.
+# The customer_coupons columns a computation fills, in the order month_coupons gives them.
 STORED_COLUMNS = (
     "month",
     "customer_id",
@@ -73,7 +75,6 @@ STORED_COLUMNS = (
     "code",
     "total_sales",
 )
-_stored_values = attrgetter(*STORED_COLUMNS)
 REASON_LENGTH = 255  # customer_coupons.reason
 
 
@@ -86,10 +87,6 @@ class Coupon:
     reason: str  # at most REASON_LENGTH characters
     code: str
     total_sales: Decimal
-
-    def values(self) -> tuple[Any, ...]:
-        """The customer_coupons row, in STORED_COLUMNS order."""
-        return _stored_values(self)
 
 
 # --- months -----------------------------------------------------------------------------------
@@ -118,10 +115,27 @@ def _code_prefix(segment: str) -> str:
 
 def coupon_code(secret: bytes, customer_id: int, month: str, segment: str) -> str:
     """Deterministic and unforgeable without the secret: SEG-XXXXXXXXXXXX (60 bits)."""
-    digest = hmac.digest(secret, f"{customer_id}|{month}|{segment}".encode(), "sha256")
-    number = int.from_bytes(digest[:8], "big") >> 4
-    body = "".join([_CODE_PAIRS[(number >> shift) & 1023] for shift in (50, 40, 30, 20, 10, 0)])
-    return f"{_code_prefix(segment)}-{body}"
+    return str(coupon_codes(secret, [customer_id], month, [segment])[0])
+
+
+def coupon_codes(
+    secret: bytes, customer_ids: Sequence[int], month: str, segments: Sequence[str]
+) -> pa.Array:
+    """coupon_code for many customers at once: the HMACs one by one, their 60 bits turned into
+    base-32 text by arrays (a month can hold a million coupons)."""
+    digests = b"".join(
+        [
+            hmac.digest(secret, f"{customer_id}|{month}|{segment}".encode(), "sha256")[:8]
+            for customer_id, segment in zip(customer_ids, segments, strict=True)
+        ]
+    )
+    numbers = np.frombuffer(digests, dtype=">u8").astype(np.uint64) >> np.uint64(4)
+    pairs = pa.array(_CODE_PAIRS, pa.string())
+    parts = [pa.array([_code_prefix(s) + "-" for s in segments], pa.string())]
+    for shift in (50, 40, 30, 20, 10, 0):
+        index = ((numbers >> np.uint64(shift)) & np.uint64(1023)).astype(np.int64)
+        parts.append(pc.take(pairs, pa.array(index)))
+    return pc.binary_join_element_wise(*parts, "")
 
 
 def _number(value: Decimal) -> str:
@@ -134,15 +148,140 @@ def _money(value: Decimal) -> str:
     return f"{value.quantize(Decimal('0.01')):,.2f}"
 
 
-def top_threshold(spends: Iterable[Decimal], share: Decimal) -> Decimal | None:
-    """The lowest spend still in the top `share` of spenders (spend > 0), or None.
+@dataclass(frozen=True)
+class Spends:
+    """A month's spending in cents: every customer of the month or of the month before, in
+    customer order. Arrays, not objects: a month can hold a million customers."""
+
+    customer_id: np.ndarray  # int64, ascending
+    cents: np.ndarray  # int64: this month's spend (0 without a mart row)
+    previous_cents: np.ndarray  # int64: the previous calendar month's (0 without a row)
+    in_month: np.ndarray  # bool: a mart row this month
+    returning: np.ndarray  # bool: a mart row in an earlier month
+
+    @classmethod
+    def of(
+        cls,
+        current: Mapping[int, Decimal],
+        previous: Mapping[int, Decimal],
+        returning: Collection[int],
+    ) -> Spends:
+        """From customer -> spend mappings (spends with at most two decimals)."""
+        ids = sorted(set(current) | set(previous))
+        return cls(
+            np.array(ids, dtype=np.int64),
+            np.array([_cents(current.get(i, ZERO)) for i in ids], dtype=np.int64),
+            np.array([_cents(previous.get(i, ZERO)) for i in ids], dtype=np.int64),
+            np.array([i in current for i in ids], dtype=bool),
+            np.array([i in returning for i in ids], dtype=bool),
+        )
+
+
+def _cents(value: Decimal) -> int:
+    return int(value * 100)
+
+
+def _at_least_cents(value: Decimal) -> int:
+    """The smallest whole number of cents that is at least value."""
+    return math.ceil(value * 100)
+
+
+def _money_cents(cents: int) -> str:
+    """1,234.50 from 123450 (as _money formats a Decimal)."""
+    sign = "-" if cents < 0 else ""
+    whole, part = divmod(abs(cents), 100)
+    return f"{sign}{whole:,}.{part:02d}"
+
+
+def _at_most(cents: np.ndarray, before: np.ndarray, share: Fraction) -> np.ndarray:
+    """cents <= before x share, exactly (Python integers where int64 could overflow)."""
+    limit = np.iinfo(np.int64).max // max(share.denominator, share.numerator, 1)
+    if len(cents) == 0 or max(int(np.abs(cents).max()), int(np.abs(before).max())) < limit:
+        return cents * share.denominator <= before * share.numerator
+    return np.array(
+        [
+            c * share.denominator <= b * share.numerator
+            for c, b in zip(cents.tolist(), before.tolist(), strict=True)
+        ],
+        dtype=bool,
+    )
+
+
+def top_threshold(spends: np.ndarray, share: Decimal) -> int | None:
+    """The lowest spend (cents) still in the top `share` of spenders (spend > 0), or None.
 
     k = ceil(share x spenders); a customer qualifies when their spend is at least the k-th
     highest, so everyone tied with the k-th customer qualifies too.
     """
-    ordered = sorted((s for s in spends if s > 0), reverse=True)
-    k = math.ceil(share * len(ordered))
-    return ordered[k - 1] if k >= 1 else None
+    positive = np.sort(spends[spends > 0])
+    k = math.ceil(share * len(positive))
+    return int(positive[len(positive) - k]) if k >= 1 else None
+
+
+def month_coupons(
+    month: str, spends: Spends, rules: Sequence[CouponRule], secret: bytes = DEFAULT_SECRET
+) -> pa.Table:
+    """The month's coupons, in customer order, as customer_coupons rows (STORED_COLUMNS):
+    each customer gets the first rule (in order) that matches them, or none."""
+    s = spends
+    rule_of = np.full(len(s.customer_id), -1, dtype=np.int64)
+    spent = s.cents[s.in_month]
+    ascending = np.sort(spent)
+    spenders = int(np.count_nonzero(spent > 0))
+    for index, rule in enumerate(rules):
+        free = rule_of == -1
+        if isinstance(rule, TopSpendersRule):
+            threshold = top_threshold(spent, rule.share)
+            if threshold is None:
+                continue
+            match = free & s.in_month & (s.cents > 0) & (s.cents >= threshold)
+            match &= s.cents >= _at_least_cents(rule.min_spend)
+        elif isinstance(rule, SpendDropRule):
+            before = s.previous_cents
+            match = free & (before > 0) & (before >= _at_least_cents(rule.min_previous_spend))
+            match &= _at_most(s.cents, before, 1 - Fraction(rule.drop_share))
+        else:
+            match = free & s.in_month & ~s.returning & (s.cents >= _at_least_cents(rule.min_spend))
+        rule_of[match] = index
+
+    chosen = np.flatnonzero(rule_of >= 0)
+    ids = s.customer_id[chosen].tolist()
+    cents = s.cents[chosen].tolist()
+    which = rule_of[chosen].tolist()
+    before = s.previous_cents[chosen].tolist()
+    # rank: 1 + the customers of the month who spent more
+    ranks = (1 + len(ascending) - np.searchsorted(ascending, s.cents[chosen], "right")).tolist()
+    prev_label = shift_month(month, -1)
+    reasons = []
+    for spend, index, prior, rank in zip(cents, which, before, ranks, strict=True):
+        rule = rules[index]
+        if isinstance(rule, TopSpendersRule):
+            reason = (
+                f"top {_number(rule.share * 100)}% of {spenders} spenders in {month}: "
+                f"rank {rank}, spent {_money_cents(spend)}"
+            )
+        elif isinstance(rule, SpendDropRule):
+            fell = ((prior - spend) * 200 + prior) // (2 * prior)  # percent, rounded half up
+            reason = (
+                f"spend fell {fell}% from {_money_cents(prior)} in {prev_label} "
+                f"to {_money_cents(spend)} in {month}"
+            )
+        else:
+            reason = f"first purchases in {month}: spent {_money_cents(spend)}"
+        reasons.append(reason[:REASON_LENGTH])
+    take = pa.array(which, pa.int64())
+    segments = pc.take(pa.array([r.segment for r in rules], pa.string()), take)
+    return pa.table(
+        {
+            "month": pa.array([month] * len(ids), pa.string()),
+            "customer_id": pa.array(ids, pa.int64()),
+            "segment": segments,
+            "discount_pct": pc.take(pa.array([r.discount_pct for r in rules], _PERCENT), take),
+            "reason": pa.array(reasons, pa.string()),
+            "code": coupon_codes(secret, ids, month, segments.to_pylist()),
+            "total_sales": pa.array([Decimal(c).scaleb(-2) for c in cents], _MONEY),
+        }
+    )
 
 
 def coupons_of(
@@ -153,71 +292,23 @@ def coupons_of(
     rules: Sequence[CouponRule],
     secret: bytes = DEFAULT_SECRET,
 ) -> Iterator[Coupon]:
-    """Coupons for `month`, one at a time, in customer order.
+    """month_coupons from customer -> spend mappings, as Coupons in customer order.
 
     current: customer -> spend this month (every customers_data_mart row of the month);
     previous: customer -> spend in the previous calendar month;
     returning: customers of this month with a mart row in any earlier month.
     """
-    spenders = sum(1 for s in current.values() if s > 0)
-    thresholds = {
-        id(rule): top_threshold(current.values(), rule.share)
-        for rule in rules
-        if isinstance(rule, TopSpendersRule)
-    }
-    ranks: dict[Decimal, int] = {}
-    for position, spend in enumerate(sorted(current.values(), reverse=True), start=1):
-        ranks.setdefault(spend, position)
-    prev_label = shift_month(month, -1)
-    for customer_id in sorted(set(current) | set(previous)):
-        spend = current.get(customer_id, ZERO)
-        for rule in rules:
-            reason = None
-            if isinstance(rule, TopSpendersRule):
-                threshold = thresholds[id(rule)]
-                if (
-                    customer_id in current
-                    and threshold is not None
-                    and spend > 0
-                    and spend >= threshold
-                    and spend >= rule.min_spend
-                ):
-                    reason = (
-                        f"top {_number(rule.share * 100)}% of {spenders} spenders in {month}: "
-                        f"rank {ranks[spend]}, spent {_money(spend)}"
-                    )
-            elif isinstance(rule, SpendDropRule):
-                before = previous.get(customer_id, ZERO)
-                if (
-                    before > 0
-                    and before >= rule.min_previous_spend
-                    and spend <= before * (1 - rule.drop_share)
-                ):
-                    fell = ((before - spend) * 100 / before).quantize(
-                        Decimal("1"), rounding=ROUND_HALF_UP
-                    )
-                    reason = (
-                        f"spend fell {fell}% from {_money(before)} in {prev_label} "
-                        f"to {_money(spend)} in {month}"
-                    )
-            elif (
-                isinstance(rule, FirstMonthRule)
-                and customer_id in current
-                and customer_id not in returning
-                and spend >= rule.min_spend
-            ):
-                reason = f"first purchases in {month}: spent {_money(spend)}"
-            if reason is not None:
-                yield Coupon(
-                    customer_id,
-                    month,
-                    rule.segment,
-                    rule.discount_pct,
-                    reason[:REASON_LENGTH],
-                    coupon_code(secret, customer_id, month, rule.segment),
-                    spend,
-                )
-                break
+    table = month_coupons(month, Spends.of(current, previous, returning), rules, secret)
+    for row in table.to_pylist():
+        yield Coupon(
+            row["customer_id"],
+            row["month"],
+            row["segment"],
+            row["discount_pct"],
+            row["reason"],
+            row["code"],
+            row["total_sales"],
+        )
 
 
 # --- reading the marts, writing the table -----------------------------------------------------
@@ -227,19 +318,42 @@ def secret_of(rules: RulesSettings) -> bytes:
     return rules.coupon_secret.get_secret_value().encode("utf-8")
 
 
-def _spend(conn: Connection, month: str) -> dict[int, Decimal]:
+def _spends(conn: Connection, month: str, rules: RulesSettings) -> Spends | None:
+    """The month's Spends as the marts say now; None when the month has no sales loaded."""
     mart = customers_data_mart
-    return {
-        r.customer_id: r.total_sales
-        for r in conn.execute(
-            select(mart.c.customer_id, mart.c.total_sales).where(
-                mart.c.sales_date_month == month_start(month)
-            )
+
+    def month_cents(label: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = select_arrow(
+            conn,
+            select(mart.c.customer_id, mart.c.total_cents)
+            .where(mart.c.sales_date_month == month_start(label))
+            .order_by(mart.c.customer_id),
+            key=mart.c.customer_id,
         )
-    }
+        ids = rows["customer_id"].to_numpy()
+        order = np.argsort(ids, kind="stable")
+        return ids[order], rows["total_cents"].to_numpy()[order]
+
+    ids, cents = month_cents(month)
+    if not len(ids):
+        return None  # no sales loaded for the month (yet): nothing to judge spending by
+    if any(isinstance(r, SpendDropRule) for r in rules.coupons):
+        prev_ids, prev_cents = month_cents(shift_month(month, -1))
+    else:
+        prev_ids, prev_cents = np.empty(0, np.int64), np.empty(0, np.int64)
+    every = np.union1d(ids, prev_ids)
+    in_month = np.isin(every, ids, assume_unique=True)
+    this = np.zeros(len(every), np.int64)
+    this[np.searchsorted(every, ids)] = cents
+    before = np.zeros(len(every), np.int64)
+    before[np.searchsorted(every, prev_ids)] = prev_cents
+    returning = np.zeros(len(every), bool)
+    if any(isinstance(r, FirstMonthRule) for r in rules.coupons):
+        returning = np.isin(every, _returning(conn, month))
+    return Spends(every, this, before, in_month, returning)
 
 
-def _returning(conn: Connection, month: str) -> set[int]:
+def _returning(conn: Connection, month: str) -> np.ndarray:
     """Customers of `month` who have a mart row in an earlier month (uses the primary key)."""
     this, earlier = customers_data_mart, aliased(customers_data_mart)
     first_day = month_start(month)
@@ -252,62 +366,50 @@ def _returning(conn: Connection, month: str) -> set[int]:
             )
         ),
     )
-    return set(conn.execute(query).scalars())
-
-
-def compute_month(conn: Connection, month: str, rules: RulesSettings) -> Iterator[Coupon]:
-    """The month's coupons as the marts say now, in customer order."""
-    if not rules.coupons:
-        return iter(())
-    current = _spend(conn, month)
-    if not current:
-        return iter(())  # no sales loaded for the month (yet): nothing to judge spending by
-    needs_previous = any(isinstance(r, SpendDropRule) for r in rules.coupons)
-    needs_history = any(isinstance(r, FirstMonthRule) for r in rules.coupons)
-    previous = _spend(conn, shift_month(month, -1)) if needs_previous else {}
-    returning = _returning(conn, month) if needs_history else set()
-    return coupons_of(month, current, previous, returning, rules.coupons, secret_of(rules))
+    return np.fromiter(conn.execute(query).scalars(), np.int64)
 
 
 def replace_month(warehouse: Warehouse, conn: Connection, month: str, rules: RulesSettings) -> None:
-    """Make the month's rows equal to a fresh computation, writing only the differences
-    (a nightly batch changes few of a month's coupons). A range of customers at a time: a
-    month can hold a coupon for each of a million customers, and neither its coupons nor its
-    stored rows need to be in memory at once."""
-    coupons = compute_month(conn, month, rules)
-    done_upto: int | None = None  # customers up to this id are replaced
-    while chunk := list(islice(coupons, _RANGE)):
-        last = chunk[-1].customer_id
-        _replace_range(warehouse, conn, month, done_upto, last, chunk)
-        done_upto = last
-    _replace_range(warehouse, conn, month, done_upto, None, [])
-
-
-def _replace_range(
-    warehouse: Warehouse,
-    conn: Connection,
-    month: str,
-    after: int | None,
-    upto: int | None,
-    coupons: list[Coupon],
-) -> None:
-    """The month's stored coupons of customers in (after, upto] (None: unbounded) := coupons."""
+    """Make the month's stored coupons equal to a fresh computation, writing only the rows
+    that differ (a nightly batch changes few of a month's coupons)."""
+    spends = _spends(conn, month, rules) if rules.coupons else None
+    wanted = month_coupons(month, spends, rules.coupons, secret_of(rules)) if spends else None
     t = customer_coupons
-    query = select(*(t.c[name] for name in STORED_COLUMNS)).where(t.c.month == month)
-    if after is not None:
-        query = query.where(t.c.customer_id > after)
-    if upto is not None:
-        query = query.where(t.c.customer_id <= upto)
-    # rows as tuples, not dicts: cheaper by the hundred thousand
-    existing = {row.customer_id: tuple(row) for row in conn.execute(query)}
-    wanted = {c.customer_id: c.values() for c in coupons}
-    gone = sorted(set(existing) - set(wanted))
+    stored = select_arrow(
+        conn,
+        select(*(t.c[name] for name in STORED_COLUMNS))
+        .where(t.c.month == month)
+        .order_by(t.c.customer_id),
+        key=t.c.customer_id,
+    )
+    if wanted is None:
+        wanted = stored.slice(0, 0)
+    gone = pc.filter(
+        stored["customer_id"], pc.invert(pc.is_in(stored["customer_id"], wanted["customer_id"]))
+    ).to_pylist()
     for start in range(0, len(gone), _CHUNK):
         conn.execute(
             delete(t).where(t.c.month == month, t.c.customer_id.in_(gone[start : start + _CHUNK]))
         )
-    changed = [values for cid, values in wanted.items() if existing.get(cid) != values]
-    bulk.upsert(conn, t, STORED_COLUMNS, changed)
+    changed = _differing(wanted, stored)
+    bulk.upsert(conn, t, changed.select(list(STORED_COLUMNS)))
+
+
+def _differing(wanted: pa.Table, stored: pa.Table) -> pa.Table:
+    """The rows of wanted that stored does not hold as they are (new or changed)."""
+    if not stored.num_rows:
+        return wanted
+    old = stored.rename_columns(
+        [f"{c}_old" if c != "customer_id" else c for c in stored.column_names]
+    )
+    joined = wanted.join(old, "customer_id", join_type="left outer")
+    same = None
+    for name in STORED_COLUMNS:
+        if name == "customer_id":
+            continue
+        equal = pc.fill_null(pc.equal(joined[name], joined[f"{name}_old"]), False)
+        same = equal if same is None else pc.and_(same, equal)
+    return joined.filter(pc.invert(same)).select(list(wanted.column_names))
 
 
 def months_to_refresh(

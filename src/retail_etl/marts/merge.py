@@ -1,16 +1,18 @@
-"""Merge per-file contributions into the marts, inside the caller's transaction.
+"""Merge a batch's contributions into the marts, inside the caller's transaction.
 
-The engines compute each file's contribution with the shared SQL (sql/*_data_mart.sql). Here
-those contributions are stored per file (so a correction can take them back out) and added,
-set-based in SQL, to the mart rows they touch: the cost follows the batch, never the history.
-Money is summed as integer cents (exact on every dialect; SQLite has no decimal type) and
-total_sales derived from it. The incentive rule is applied to every store and month whose
-totals changed.
+The engines compute each file's contribution with the shared SQL (sql/*_data_mart.sql), and,
+for the files the batch's corrections replace, what those put in (recomputed from their lake
+objects). Here they are summed per mart row, the replaced files' negated, so the warehouse
+receives one row per mart row that changes, never one per file: nothing in the warehouse grows
+as files x customers. The deltas go to a scratch table through the warehouse's bulk path and
+are added, set-based in SQL, to the mart rows they touch: the cost follows the batch, never
+the history. Money is summed as integer cents (exact on every dialect; SQLite has no decimal
+type) and total_sales derived from it. The incentive rule is applied to every store and month
+whose totals changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -19,12 +21,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Table,
     and_,
     delete,
     func,
-    insert,
     literal,
     literal_column,
     select,
@@ -37,12 +39,12 @@ from retail_etl.config import MAX_STORABLE_AMOUNT
 from retail_etl.errors import UnstorableError
 from retail_etl.warehouse import Warehouse, bulk
 from retail_etl.warehouse.schema import (
+    customer,
     customer_delta,
-    customer_sales_partial,
     customers_data_mart,
+    sales_team,
     sales_team_data_mart,
     sales_team_delta,
-    sales_team_partial,
 )
 
 CENT = Decimal("0.01")
@@ -61,28 +63,37 @@ class MartChanges:
 
 @dataclass(frozen=True)
 class _Mart:
-    """How one mart is merged: its table, per-file partials, scratch deltas and columns."""
+    """How one mart is merged: its table, scratch deltas, keys, and where its names come from
+    (the dimension table, matched on the key column that is its id)."""
 
     table: Table
-    partial: Table
     delta: Table
     keys: tuple[str, ...]
-    attributes: tuple[str, ...]  # taken from the newest contribution (names, addresses)
+    dimension: Table
+    matched: tuple[str, str]  # (delta column, dimension column)
+
+    def names(self) -> dict[str, ColumnElement[Any]]:
+        """The mart's name columns, from the dimension row (NULL when it is gone)."""
+        d = self.dimension.c
+        full_name = d.first_name + literal(" ") + d.last_name  # NULL when either is
+        if self.dimension is customer:
+            return {"full_name": full_name, "address": d.address, "phone_number": d.phone_number}
+        return {"full_name": full_name}
 
 
 CUSTOMERS = _Mart(
     customers_data_mart,
-    customer_sales_partial,
     customer_delta,
     ("customer_id", "sales_date_month"),
-    ("full_name", "address", "phone_number"),
+    customer,
+    ("customer_id", "customer_id"),
 )
 SALES_TEAM = _Mart(
     sales_team_data_mart,
-    sales_team_partial,
     sales_team_delta,
     ("store_id", "sales_person_id", "sales_month"),
-    ("full_name",),
+    sales_team,
+    ("sales_person_id", "id"),
 )
 
 
@@ -106,62 +117,59 @@ def top_seller_incentives(
     }
 
 
-def _with_cents(contributions: pa.Table, mart: _Mart) -> pa.Table:
-    cents = pc.cast(
-        pc.multiply(contributions["total_sales"], pa.scalar(Decimal(100), pa.decimal128(3, 0))),
-        pa.int64(),
-    )
-    columns = ["ledger_id", *mart.keys, *mart.attributes, "sales_rows"]
-    return contributions.select(columns).append_column("total_cents", cents)
+def deltas(added: pa.Table, removed: pa.Table, mart: _Mart) -> pa.Table:
+    """One row per mart row: the sum of the added contributions minus the removed ones, in
+    cents and rows."""
 
-
-def _stage_deltas(
-    warehouse: Warehouse,
-    conn: Connection,
-    mart: _Mart,
-    new_rows: list[dict[str, Any]],
-    superseded: Sequence[int],
-) -> None:
-    """Scratch table := this batch's contributions, plus the superseded files' negated; the
-    partials table gains the former and loses the latter."""
-    conn.execute(CreateTable(mart.delta, if_not_exists=True))
-    conn.execute(delete(mart.delta))
-    bulk.insert_arrow(conn, mart.delta, new_rows)
-    amounts = ["ledger_id", *mart.keys, "total_cents", "sales_rows"]
-    conn.execute(
-        insert(mart.partial).from_select(amounts, select(*(mart.delta.c[c] for c in amounts)))
-    )
-    if superseded:
-        old = mart.partial.c
-        conn.execute(
-            insert(mart.delta).from_select(
-                amounts,
-                select(
-                    old.ledger_id, *(old[k] for k in mart.keys), -old.total_cents, -old.sales_rows
-                ).where(old.ledger_id.in_(superseded)),
-            )
+    def cents(contributions: pa.Table, sign: int) -> pa.Table:
+        amount = pc.cast(
+            pc.multiply(
+                contributions["total_sales"],
+                pa.scalar(Decimal(100 * sign), pa.decimal128(4, 0)),
+            ),
+            pa.int64(),
         )
-        conn.execute(delete(mart.partial).where(old.ledger_id.in_(superseded)))
+        rows = pc.multiply(contributions["sales_rows"], sign)
+        return (
+            contributions.select(list(mart.keys))
+            .append_column("total_cents", amount)
+            .append_column("sales_rows", rows)
+        )
+
+    both = pa.concat_tables([cents(added, 1), cents(removed, -1)])
+    summed = both.group_by(list(mart.keys), use_threads=False).aggregate(
+        [("total_cents", "sum"), ("sales_rows", "sum")]
+    )
+    return summed.rename_columns([*mart.keys, "total_cents", "sales_rows"])
 
 
 def _merge(
-    warehouse: Warehouse, conn: Connection, mart: _Mart, now: datetime, shrinks: bool
+    warehouse: Warehouse,
+    conn: Connection,
+    mart: _Mart,
+    delta: pa.Table,
+    now: datetime,
+    shrinks: bool,
 ) -> None:
-    """mart += sum of the scratch deltas per key, in one INSERT ... SELECT upsert."""
+    """mart += delta (one row per mart row), through the scratch table, in one INSERT ...
+    SELECT upsert; rows a correction emptied are deleted (shrinks)."""
+    conn.execute(CreateTable(mart.delta, if_not_exists=True))
+    conn.execute(delete(mart.delta))
+    bulk.load(conn, mart.delta, delta)
     d, t = mart.delta.c, mart.table.c
-    cents = func.sum(d.total_cents)
-    columns: dict[str, Any] = {k: d[k] for k in mart.keys}
-    columns |= {a: func.max(d[a]) for a in mart.attributes}
+    names = mart.names()
+    columns: dict[str, Any] = {k: d[k] for k in mart.keys} | names
     columns |= {
-        "total_sales": cents / literal_column("100.0"),
-        "total_cents": cents,
-        "sales_rows": func.sum(d.sales_rows),
+        "total_sales": d.total_cents / literal_column("100.0"),
+        "total_cents": d.total_cents,
+        "sales_rows": d.sales_rows,
         "updated_at": literal(now, t.updated_at.type),
     }
     if mart is SALES_TEAM:
         columns["incentive"] = literal(Decimal("0.00"), t.incentive.type)  # re-ranked below
-    source = select(*(expr.label(name) for name, expr in columns.items())).group_by(
-        *(d[k] for k in mart.keys)
+    ours, theirs = mart.matched
+    source = select(*(expr.label(name) for name, expr in columns.items())).select_from(
+        mart.delta.outerjoin(mart.dimension, d[ours] == mart.dimension.c[theirs])
     )
     t_cents, t_rows = t.total_cents, t.sales_rows
 
@@ -173,16 +181,19 @@ def _merge(
             ("sales_rows", t_rows + incoming("sales_rows")),
             ("updated_at", incoming("updated_at")),
         ]
-        pairs += [(a, func.coalesce(incoming(a), t[a])) for a in mart.attributes]
+        # a row whose dimension row is gone keeps the names it has
+        pairs += [(name, func.coalesce(incoming(name), t[name])) for name in names]
         return pairs
 
-    bulk.upsert_from_select(conn, mart.table, list(columns), source, assignments)
+    bulk.upsert_from_select(
+        conn, mart.table, list(columns), source, assignments, rows=delta.num_rows
+    )
     _check_storable(warehouse, conn, mart)
     if shrinks:  # a correction can empty a row: it then no longer exists
         keys = tuple_(*(t[k] for k in mart.keys))
         conn.execute(
             delete(mart.table).where(
-                t.sales_rows <= 0, keys.in_(select(*(d[k] for k in mart.keys)).distinct())
+                t.sales_rows <= 0, keys.in_(select(*(d[k] for k in mart.keys)))
             )
         )
 
@@ -209,36 +220,37 @@ def _check_storable(warehouse: Warehouse, conn: Connection, mart: _Mart) -> None
 def apply(
     warehouse: Warehouse,
     conn: Connection,
-    customer_contributions: pa.Table,
-    sales_team_contributions: pa.Table,
-    superseded: Sequence[int],
+    customer_deltas: pa.Table,
+    sales_team_deltas: pa.Table,
+    shrinks: bool,
     incentive_rate: Decimal,
 ) -> MartChanges:
-    """Take superseded files' contributions out, put the new ones in, re-rank the incentive."""
+    """Add the deltas (merge.deltas: one row per mart row) to the marts, re-rank the
+    incentive. shrinks: some deltas take sales out (a correction)."""
     now = datetime.now().replace(microsecond=0)
-    for mart, contributions in (
-        (CUSTOMERS, customer_contributions),
-        (SALES_TEAM, sales_team_contributions),
-    ):
-        _stage_deltas(warehouse, conn, mart, _with_cents(contributions, mart), superseded)
-        _merge(warehouse, conn, mart, now, shrinks=bool(superseded))
-
-    d = customer_delta.c
+    _merge(warehouse, conn, CUSTOMERS, customer_deltas, now, shrinks)
+    _merge(warehouse, conn, SALES_TEAM, sales_team_deltas, now, shrinks)
     labels: dict[Any, str] = {}  # few distinct months: label each once
     customers = frozenset(
         (cid, labels.get(month) or labels.setdefault(month, _month_label(month)))
-        for cid, month in conn.execute(select(d.customer_id, d.sales_date_month).distinct())
-    )
-    t = sales_team_delta.c
-    store_months = {(s, m) for s, m in conn.execute(select(t.store_id, t.sales_month).distinct())}
-    team_rows = conn.execute(
-        select(func.count()).select_from(
-            select(t.store_id, t.sales_person_id, t.sales_month).distinct().subquery()
+        for cid, month in zip(
+            customer_deltas["customer_id"].to_pylist(),
+            customer_deltas["sales_date_month"].to_pylist(),
+            strict=True,
         )
-    ).scalar_one()
+    )
+    store_months = set(
+        zip(
+            sales_team_deltas["store_id"].to_pylist(),
+            sales_team_deltas["sales_month"].to_pylist(),
+            strict=True,
+        )
+    )
     _rerank(conn, store_months, incentive_rate)
     months = {month for _customer, month in customers} | {m for _s, m in store_months}
-    return MartChanges(len(customers), team_rows, frozenset(months), customers)
+    return MartChanges(
+        customer_deltas.num_rows, sales_team_deltas.num_rows, frozenset(months), customers
+    )
 
 
 def _month_label(value: date | str) -> str:

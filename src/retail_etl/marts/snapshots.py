@@ -44,8 +44,10 @@ def write_snapshots(
             with warehouse.begin() as conn:
                 # a month over a million customers: its rows a batch at a time, one row group
                 # each, rather than all of them as Python objects
-                statement = select(table).where(where)
-                for rows in select_arrow_batches(conn, statement, SNAPSHOT_BATCH_ROWS):
+                statement = select(table).where(where).order_by(*table.primary_key.columns)
+                # a customer has one row a month: pages follow the customer id
+                by = table.c.customer_id if table is customers_data_mart else None
+                for rows in select_arrow_batches(conn, statement, SNAPSHOT_BATCH_ROWS, by):
                     writer = writer or pq.ParquetWriter(buffer, rows.schema)
                     writer.write_table(rows)
             if writer is None:

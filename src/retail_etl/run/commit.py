@@ -99,7 +99,15 @@ def _commit_files(
     """One transaction for these files of the manifest. Raises WarehouseError, or
     UnstorableError when a mart total would overflow."""
     ids = [item.ledger_id for item in files]
-    part = manifest.of_files(ids)
+    replaced = {new: old for new, old in triaged.corrections.items() if new in ids}
+    part = manifest.of_files(ids, retired=replaced.values())
+    # summed per mart row before the warehouse sees them: one row per row that changes
+    customer_deltas = merge.deltas(
+        part.customer_contributions, part.retired_customer_contributions, merge.CUSTOMERS
+    )
+    sales_team_deltas = merge.deltas(
+        part.sales_team_contributions, part.retired_sales_team_contributions, merge.SALES_TEAM
+    )
     months_by_file: dict[int, set[str]] = {i: set() for i in ids}
     # distinct pairs first: one row per customer would be millions with a large customer base
     pairs = part.customer_contributions.group_by(["ledger_id", "sales_date_month"]).aggregate([])
@@ -108,7 +116,6 @@ def _commit_files(
     ):
         months_by_file[int(ledger_id)].add(month.strftime("%Y-%m"))
     rows, checksums = triaged.rows, triaged.checksums
-    replaced = {new: old for new, old in triaged.corrections.items() if new in months_by_file}
     done = []
     with warehouse.begin() as conn:
         warehouse.fence(conn)
@@ -117,9 +124,9 @@ def _commit_files(
         changes = merge.apply(
             warehouse,
             conn,
-            part.customer_contributions,
-            part.sales_team_contributions,
-            superseded,
+            customer_deltas,
+            sales_team_deltas,
+            bool(superseded),
             rules.incentive_rate,
         )
         daily.apply(warehouse, conn, part.daily_sales_person, part.daily_product, superseded, ids)

@@ -16,7 +16,6 @@ from dataclasses import asdict, replace
 from functools import partial
 
 from retail_etl.config import Settings
-from retail_etl.engines.dimensions import load_dimensions
 from retail_etl.logs import run_context
 from retail_etl.progress import NullProgress, Progress
 from retail_etl.redact import redact
@@ -116,6 +115,7 @@ def _stages(
     storage = settings.storage
     store = open_store(storage)
     work_dir = fresh_work_dir(settings, run_id)
+    written_before = warehouse.rows_written
 
     with timed("discover"):
         found = discover(store, warehouse, storage.landing_prefix, storage.error_prefix, run_id)
@@ -132,8 +132,7 @@ def _stages(
     published, committed = Published(0, 0), Committed((), (), {}, frozenset())
     if triaged.batch:
         with timed("transform"):
-            dims = load_dimensions(warehouse)
-            transformed = transform(settings, engine, triaged.batch, dims, run_id, work_dir)
+            transformed = transform(settings, engine, store, warehouse, triaged, run_id, work_dir)
             set_aside.append(_set_aside(warehouse, settings, triaged, transformed.set_aside))
         checkpoint("enriched")
         batch = tuple(b for b in triaged.batch if b.ledger_id not in transformed.set_aside)
@@ -169,6 +168,7 @@ def _stages(
         corrected=sum(1 for row in committed.committed if row.id in triaged.corrections),
         lake_objects=published.lake_objects,
         rejected_files=published.rejected_files,
+        warehouse_rows_written=warehouse.rows_written - written_before,
     )
 
 

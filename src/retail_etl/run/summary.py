@@ -35,6 +35,7 @@ class RunSummary:
     rows_rejected: int = 0
     lake_objects: int = 0
     rejected_files: int = 0
+    warehouse_rows_written: int = 0  # rows inserted, updated or deleted, scratch tables included
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     files: list[FileOutcome] = field(default_factory=list)
@@ -55,6 +56,7 @@ def summarize(
     corrected: int,
     lake_objects: int,
     rejected_files: int,
+    warehouse_rows_written: int,
 ) -> RunSummary:
     """The succeeded run's summary; notes: a line more for some files (a move left pending)."""
     files = [
@@ -79,5 +81,6 @@ def summarize(
         rows_rejected=sum(f.rows_rejected for f in done),
         lake_objects=lake_objects,
         rejected_files=rejected_files,
+        warehouse_rows_written=warehouse_rows_written,
         files=files,
     )

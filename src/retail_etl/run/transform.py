@@ -1,6 +1,10 @@
 """Stage 4, transform: the engine over the batch (row rules, enrichment, the lake's Parquet, the
 mart contributions and daily sums), returning its Manifest and the files it had to leave out.
 
+A correction takes the file it replaces back out of the marts: what that file put in is
+recomputed, by the same mart SQL, from its lake objects (the lake index names them), fetched
+here; the warehouse keeps no per-file copy of what each file contributed.
+
 When the engine fails on the input itself (not on the machine: disk, memory), the files at
 fault are found by bisection (isolate.py) and left out, so that one such file does not stop
 every file of every run from now on. A file whose rows sum, for one mart row, to more than the
@@ -15,11 +19,17 @@ from datetime import date
 from pathlib import Path
 
 import pyarrow.compute as pc
+from sqlalchemy import select
 
 from retail_etl.config import MAX_STORABLE_AMOUNT, Settings
-from retail_etl.engines import BatchFile, Dimensions, Manifest, RowLimits, open_engine
+from retail_etl.engines import BatchFile, Manifest, RowLimits, open_engine
+from retail_etl.engines.dimensions import load_dimensions
 from retail_etl.errors import EngineError
 from retail_etl.run import isolate
+from retail_etl.run.triage import Triage
+from retail_etl.storage import ObjectStore
+from retail_etl.warehouse import Warehouse
+from retail_etl.warehouse.schema import lake_object
 
 
 @dataclass(frozen=True)
@@ -31,18 +41,21 @@ class Transformed:
 def transform(
     settings: Settings,
     engine_name: str,
-    batch: Sequence[BatchFile],
-    dims: Dimensions,
+    store: ObjectStore,
+    warehouse: Warehouse,
+    triaged: Triage,
     run_id: int,
     work_dir: Path,
 ) -> Transformed:
     limits = RowLimits.of(settings.rules, date.today())
+    dims = load_dimensions(warehouse)
     out, probe_dir = work_dir / "out", work_dir / "probe"
+    retired, left_out = fetch_retired(store, warehouse, triaged.corrections, work_dir / "retired")
 
-    def attempt(files: list[BatchFile], folder: Path) -> Manifest:
+    def attempt(files: list[BatchFile], folder: Path, replaced: Sequence[Path] = ()) -> Manifest:
         engine = open_engine(settings.engine, engine_name)
         try:
-            return engine.process(files, dims, limits, run_id, folder)
+            return engine.process(files, dims, limits, run_id, folder, replaced)
         finally:
             engine.close()
 
@@ -52,11 +65,10 @@ def transform(
         finally:
             shutil.rmtree(probe_dir, ignore_errors=True)
 
-    files = list(batch)
-    left_out: dict[int, str] = {}
+    files = [item for item in triaged.batch if item.ledger_id not in left_out]
     while files:
         try:
-            manifest = attempt(files, out)
+            manifest = attempt(files, out, retired)
         except Exception as exc:
             if not (isolate.is_input_fault(exc) or isolate.is_unforeseen(exc)):
                 raise
@@ -100,3 +112,40 @@ def unstorable_files(manifest: Manifest) -> dict[int, str]:
                 "(the largest total the marts hold)",
             )
     return found
+
+
+def fetch_retired(
+    store: ObjectStore, warehouse: Warehouse, corrections: Mapping[int, int], folder: Path
+) -> tuple[list[Path], dict[int, str]]:
+    """The lake objects of the files these corrections replace, downloaded under their
+    sales_month=M/store_id=S/ folders; and the corrections that cannot be applied because an
+    object of the file they replace is missing (nobody could say what to take out)."""
+    by_old = {old: new for new, old in corrections.items()}
+    paths: list[Path] = []
+    problems: dict[int, str] = {}
+    if not by_old:
+        return paths, problems
+    with warehouse.begin() as conn:
+        keys = conn.execute(
+            select(lake_object.c.ledger_id, lake_object.c.object_key)
+            .where(lake_object.c.ledger_id.in_(sorted(by_old)))
+            .order_by(lake_object.c.object_key)
+        ).fetchall()
+    by_file: dict[int, list[str]] = {}
+    for old_id, key in keys:
+        by_file.setdefault(old_id, []).append(key)
+    for old_id, file_keys in by_file.items():
+        missing = [key for key in file_keys if not store.exists(key)]
+        if missing:
+            problems[by_old[old_id]] = (
+                f"cannot correct file id {old_id}: its lake object {missing[0]} is missing, so "
+                "what it put in the marts cannot be taken out"
+            )
+            continue
+        for key in file_keys:
+            # the key ends .../sales_month=M/store_id=S/ledger-L-i.parquet
+            dest = folder.joinpath(*key.rsplit("/", 3)[-3:])
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            store.download(key, dest)
+            paths.append(dest)
+    return paths, problems

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ from sqlalchemy.exc import (
 from retail_etl.config import WarehouseSettings
 from retail_etl.errors import ConfigError, WarehouseError
 from retail_etl.redact import redact, register_secret
-from retail_etl.warehouse import lock, schema
+from retail_etl.warehouse import bulk, lock, schema
 from retail_etl.warehouse.bulk import select_arrow, select_arrow_batches
 from retail_etl.warehouse.holder import lock_holder
 
@@ -44,6 +45,7 @@ _MYSQL_HINTS = {
     2005: ": check the host name in warehouse.url",
 }
 log = logging.getLogger("retail_etl.warehouse")
+SQLITE_CACHE_KIB = 256 * 1024  # page cache per connection, at most (grows as it is used)
 
 
 class Warehouse:
@@ -79,11 +81,32 @@ class Warehouse:
                     # Strict: a value that does not fit (money, dates) is an error, never
                     # silently clipped, whatever the server's default mode.
                     "init_command": f"SET SESSION sql_mode = '{_MYSQL_SQL_MODE}'",
+                    # this tool's own connections may send its bulk files (bulk.load);
+                    # the server's local_infile decides whether it accepts them
+                    "local_infile": True,
                 },
             )
         else:
             # config.py refuses such URLs already; a configuration error either way
             raise ConfigError(f"unsupported warehouse dialect {self.dialect!r}")
+        self._written = 0
+        self._written_lock = threading.Lock()
+        event.listen(self.engine, "after_cursor_execute", self._count_written)
+
+    @property
+    def rows_written(self) -> int:
+        """Rows this object's statements inserted, updated or deleted so far (a statement
+        that knows better says how many: bulk.ROWS_WRITTEN)."""
+        return self._written
+
+    def _count_written(
+        self, _conn: Any, cursor: Any, statement: str, _params: Any, context: Any, _many: bool
+    ) -> None:
+        if statement.lstrip()[:4].upper() not in ("INSE", "UPDA", "DELE", "REPL", "LOAD"):
+            return
+        known = context.execution_options.get(bulk.ROWS_WRITTEN)
+        with self._written_lock:
+            self._written += known if known is not None else max(cursor.rowcount, 0)
 
     # --- connections --------------------------------------------------------------------
     def connect(self) -> Connection:
@@ -137,7 +160,10 @@ class Warehouse:
     def read_arrow(self, table: Table, columns: Sequence[str]) -> pa.Table:
         """A table's columns as Arrow (dimensions for the engine's joins)."""
         with self.begin() as conn:
-            return select_arrow(conn, select(*(table.c[name] for name in columns)))
+            statement = select(*(table.c[name] for name in columns))
+            keys = list(table.primary_key.columns)
+            statement = statement.order_by(*keys)
+            return select_arrow(conn, statement, keys[0] if len(keys) == 1 else None)
 
     def fence(self, conn: Connection) -> None:
         """Inside a transaction that changes the ledger, the lake index or the marts: prove
@@ -192,6 +218,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # A batch over a million customers touches a million mart rows: with SQLite's default
+    # 2 MB page cache their B-tree pages are read and evicted again and again.
+    cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+    cursor.execute("PRAGMA temp_store=MEMORY")  # the scratch delta tables
     cursor.close()
 
 

@@ -120,7 +120,8 @@ product_staging_table = Table(
 )
 
 # Lake objects written for a ledger row, recorded before they are uploaded so that a resumed
-# or corrected file can remove exactly its own objects (no orphan is ever double-read).
+# or corrected file can remove exactly its own objects (no orphan is ever double-read), and a
+# correction can read back what the file it replaces put in the marts.
 lake_object = Table(
     "etl_lake_object",
     metadata,
@@ -132,33 +133,11 @@ lake_object = Table(
     **_mysql,
 )
 
-# --- per-file partial aggregates: what each file contributed to each mart row ---------------
-# Money here and in the marts' total_cents is integer cents, so that merging in SQL is exact
-# on every dialect (SQLite has no decimal type); total_sales is derived from it.
-customer_sales_partial = Table(
-    "etl_customer_sales_partial",
-    metadata,
-    Column("ledger_id", Integer, primary_key=True, autoincrement=False),
-    Column("customer_id", Integer, primary_key=True, autoincrement=False),
-    Column("sales_date_month", Date, primary_key=True),
-    Column("total_cents", BigInteger, nullable=False),
-    Column("sales_rows", BigInteger, nullable=False),
-    **_mysql,
-)
-
-sales_team_partial = Table(
-    "etl_sales_team_partial",
-    metadata,
-    Column("ledger_id", Integer, primary_key=True, autoincrement=False),
-    Column("store_id", Integer, primary_key=True, autoincrement=False),
-    Column("sales_person_id", Integer, primary_key=True, autoincrement=False),
-    Column("sales_month", CHAR(7), primary_key=True),
-    Column("total_cents", BigInteger, nullable=False),
-    Column("sales_rows", BigInteger, nullable=False),
-    **_mysql,
-)
-
 # --- marts ------------------------------------------------------------------------------------
+# total_cents is the sum in integer cents, so that merging in SQL is exact on every dialect
+# (SQLite has no decimal type); total_sales is derived from it. What each file contributed is
+# not kept here: a correction recomputes it from the replaced file's lake objects
+# (run/transform.py), so nothing in the warehouse grows as files x customers.
 customers_data_mart = Table(
     "customers_data_mart",
     metadata,
@@ -282,12 +261,8 @@ _scratch = MetaData()
 customer_delta = Table(
     "etl_tmp_customer_delta",
     _scratch,
-    Column("ledger_id", Integer, nullable=False),
     Column("customer_id", Integer, nullable=False),
     Column("sales_date_month", Date, nullable=False),
-    Column("full_name", String(201)),
-    Column("address", String(255)),
-    Column("phone_number", String(20)),
     Column("total_cents", BigInteger, nullable=False),
     Column("sales_rows", BigInteger, nullable=False),
     prefixes=["TEMPORARY"],
@@ -296,11 +271,9 @@ customer_delta = Table(
 sales_team_delta = Table(
     "etl_tmp_sales_team_delta",
     _scratch,
-    Column("ledger_id", Integer, nullable=False),
     Column("store_id", Integer, nullable=False),
     Column("sales_person_id", Integer, nullable=False),
     Column("sales_month", CHAR(7), nullable=False),
-    Column("full_name", String(201)),
     Column("total_cents", BigInteger, nullable=False),
     Column("sales_rows", BigInteger, nullable=False),
     prefixes=["TEMPORARY"],
