@@ -110,6 +110,7 @@ def failing_commands(folder: Path) -> dict[str, Callable[..., subprocess.Complet
     """name -> a command that fails, given the global options to put first."""
     (folder / "a-file").write_text("")
     (folder / "bad.toml").write_text("[engine]\nthreads = 'many'\n")
+    assert cli(folder, "init").returncode == 0  # so that only the failure named fails
     return {
         "configuration": lambda *opts: cli(folder, *opts, "--config", "bad.toml", "status"),
         "object store": lambda *opts: cli(
@@ -148,6 +149,7 @@ def test_debug_adds_a_traceback_and_changes_nothing_else(
 
 
 def test_an_unexpected_error_is_reported_as_a_defect_with_its_own_code(folder: Path) -> None:
+    assert cli(folder, "init").returncode == 0
     result = cli_with_a_defect(folder, "status")
     assert result.returncode == 8
     assert result.stderr.strip().splitlines() == [

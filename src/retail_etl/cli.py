@@ -267,7 +267,7 @@ def status(
     from retail_etl.warehouse import Warehouse
 
     warehouse = Warehouse(_settings().warehouse)
-    warehouse.create_all()
+    warehouse.ensure_installed()
     data = collect(warehouse)
     if as_json:
         _print_json(data)
@@ -322,7 +322,7 @@ def coupons(
     settings = _settings()
     warehouse = Warehouse(settings.warehouse)
     try:
-        warehouse.create_all()
+        warehouse.ensure_installed()
         if refresh:
             with warehouse.begin() as conn:
                 coupon_list.replace_month(warehouse, conn, month, settings.rules)

@@ -102,6 +102,10 @@ class Dimensions:
     sales_team: pa.Table  # sales_person_id, sales_person_full_name
     product: pa.Table  # product_name (unique), product_id
 
+    def required(self) -> dict[str, pa.Table]:
+        """The dimensions a valid row must find itself in, by warehouse table name."""
+        return {"customer": self.customer, "store": self.store, "sales_team": self.sales_team}
+
 
 @dataclass(frozen=True)
 class FileCounts:

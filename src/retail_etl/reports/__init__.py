@@ -157,7 +157,7 @@ def render_monthly(report: MonthlyReport) -> str:
 def daily_html(settings: Settings, day: date) -> str:
     warehouse = Warehouse(settings.warehouse)
     try:
-        warehouse.create_all()
+        warehouse.ensure_installed()
         return render_daily(build_day(settings, warehouse, open_store(settings.storage), day))
     finally:
         warehouse.dispose()
@@ -166,7 +166,7 @@ def daily_html(settings: Settings, day: date) -> str:
 def monthly_html(settings: Settings, month: str) -> str:
     warehouse = Warehouse(settings.warehouse)
     try:
-        warehouse.create_all()
+        warehouse.ensure_installed()
         return render_monthly(build_month(warehouse, month))
     finally:
         warehouse.dispose()

@@ -56,7 +56,7 @@ def run(
     wait_seconds, then raise LockedError."""
     warehouse = Warehouse(settings.warehouse)
     try:
-        warehouse.create_all()
+        warehouse.ensure_installed()
         with run_lock(warehouse, wait_seconds):
             engine = engine_name or settings.engine.name
             timer = StageTimer(progress or NullProgress())

@@ -24,7 +24,7 @@ from sqlalchemy import select
 from retail_etl.config import MAX_STORABLE_AMOUNT, Settings
 from retail_etl.engines import BatchFile, Manifest, RowLimits, open_engine
 from retail_etl.engines.dimensions import load_dimensions
-from retail_etl.errors import EngineError
+from retail_etl.errors import EngineError, WarehouseError
 from retail_etl.run import isolate
 from retail_etl.run.triage import Triage
 from retail_etl.storage import ObjectStore
@@ -49,6 +49,14 @@ def transform(
 ) -> Transformed:
     limits = RowLimits.of(settings.rules, date.today())
     dims = load_dimensions(warehouse)
+    empty = [name for name, table in dims.required().items() if not table.num_rows]
+    if empty:  # every row would be rejected as unknown: not the files' fault
+        raise WarehouseError(
+            f"warehouse {warehouse.display_url}: the {', '.join(empty)} table"
+            f"{'s are' if len(empty) > 1 else ' is'} empty, so every sales row would be "
+            "rejected as unknown; they are loaded by the systems that own them (`retail-etl "
+            "init --demo` loads sample rows). No file was processed: the next run does them"
+        )
     out, probe_dir = work_dir / "out", work_dir / "probe"
     retired, left_out = fetch_retired(store, warehouse, triaged.corrections, work_dir / "retired")
 

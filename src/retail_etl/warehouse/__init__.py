@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import Connection, Engine, Table, create_engine, event, select
+from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     DataError,
@@ -58,12 +58,10 @@ class Warehouse:
         register_secret(url.password if isinstance(url.password, str) else None)
         self.display_url = url.render_as_string(hide_password=True)
         self.dialect = url.get_backend_name()
+        self._sqlite_file: Path | None = None
         if self.dialect == "sqlite":
             if url.database and url.database != ":memory:":
-                try:
-                    Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise WarehouseError(f"warehouse {self.display_url}: {exc}") from None
+                self._sqlite_file = Path(url.database)
             self.engine: Engine = create_engine(url, connect_args={"timeout": 60})
             event.listen(self.engine, "connect", _sqlite_pragmas)
         elif self.dialect in ("mysql", "mariadb"):
@@ -151,8 +149,28 @@ class Warehouse:
         )
 
     def create_all(self) -> None:
+        """Create every table that is missing (`init`): a SQLite file and its folder too."""
+        if self._sqlite_file is not None:
+            try:
+                self._sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise WarehouseError(f"warehouse {self.display_url}: {exc}") from None
         with self.begin() as conn:
             schema.metadata.create_all(conn)
+
+    def ensure_installed(self) -> None:
+        """Refuse a warehouse `init` never set up (a mistyped URL, the wrong folder) rather
+        than creating tables in it; add the tables a newer version has to one it did."""
+        missing = self._sqlite_file is not None and not self._sqlite_file.exists()
+        if not missing:
+            with self.begin() as conn:
+                missing = not inspect(conn).has_table(schema.product_staging_table.name)
+        if missing:
+            raise WarehouseError(
+                f"warehouse {self.display_url} has no retail-etl tables: run `retail-etl init` "
+                "to create them (check warehouse.url if it should have them)"
+            )
+        self.create_all()
 
     def dispose(self) -> None:
         self.engine.dispose()
