@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from retail_etl.config import Settings, load_settings
-from retail_etl.errors import RetailEtlError, UnexpectedError, WorkFolderError
+from retail_etl.errors import RetailEtlError, StrictError, UnexpectedError, WorkFolderError
 from retail_etl.redact import redact
 
 app = typer.Typer(
@@ -244,17 +244,48 @@ def run(
             "exit at once with status 5)",
         ),
     ] = 0.0,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Exit with status 9 when a file was quarantined or a row rejected",
+        ),
+    ] = False,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--metrics-file",
+            metavar="PATH",
+            help="Write the run's metrics there, in Prometheus' text format (also when it fails)",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Check everything and show what a run would do; change nothing",
+        ),
+    ] = False,
 ) -> None:
     """Process every pending landed file."""
     if engine not in (None, "duckdb", "spark"):
         raise typer.BadParameter("--engine must be duckdb or spark")
+    if dry_run and metrics_file is not None:
+        raise typer.BadParameter("--metrics-file describes a real run, not a --dry-run")
     from retail_etl.reports import terminal
 
-    summary = terminal.run_with_progress(_settings(), engine, console, not as_json, wait)
+    summary = terminal.run_with_progress(
+        _settings(), engine, console, not as_json, wait, metrics_file, dry_run
+    )
     if as_json:
         _print_json(asdict(summary))
     else:
         terminal.show_run(out, summary)
+    if strict and (summary.files_quarantined or summary.rows_rejected):
+        raise StrictError(
+            f"--strict: {summary.files_quarantined} file(s) quarantined, "
+            f"{summary.rows_rejected} row(s) rejected"
+        )
 
 
 @app.command()

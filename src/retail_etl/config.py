@@ -261,6 +261,13 @@ class RulesSettings(_Section):
     max_quantity: int = Field(
         1_000_000, ge=1, le=10**15, description="Largest quantity a row may have"
     )
+    max_rejected_share: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Quality gate: a file with a larger share of rejected rows is quarantined "
+        "whole (e.g. 0.05 for 5%); unset: off",
+    )
     coupons: tuple[CouponRule, ...] = Field(
         DEFAULT_COUPON_RULES,
         description="Coupon rules, in priority order ([[rules.coupons]] tables; [] for none)",

@@ -82,3 +82,9 @@ class UnexpectedError(RetailEtlError):
 
 class LedgerError(UnexpectedError):
     """A ledger transition its state machine does not allow: a defect (run/ledger.py)."""
+
+
+class StrictError(RetailEtlError):
+    """`run --strict`: the run completed, but a file was quarantined or a row rejected."""
+
+    exit_code = 9

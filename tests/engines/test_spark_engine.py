@@ -21,10 +21,12 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import HEADER, Env, make_env, need
 from helpers import customer_mart_rows, keys, ledger, object_bytes, team_mart
+from quality_cases import KNOWN_BAD, KNOWN_BAD_RULES, everything, land_a_night, prediction
 from spark_support import LOCAL_ENGINE, QUICK_JVM, spark_missing, standalone_cluster
 
 import retail_etl
 from retail_etl.engines import LAKE_COLUMNS
+from retail_etl.run.dry_run import dry_run
 
 pytestmark = pytest.mark.slow
 
@@ -207,7 +209,7 @@ def observable(env: Env, tmp_path: Path) -> dict[str, Any]:
     }
 
 
-def summary_counts(summary: Any) -> tuple[int, ...]:
+def summary_counts(summary: Any) -> tuple[int | str, ...]:
     return (
         summary.files_processed,
         summary.files_quarantined,
@@ -218,13 +220,16 @@ def summary_counts(summary: Any) -> tuple[int, ...]:
         summary.rows_rejected,
         summary.lake_objects,
         summary.rejected_files,
+        repr(summary.rules),
+        repr([(f.file_name, f.rules) for f in summary.files]),
+        repr(summary.mart_rows_changed),
     )
 
 
 def run_both(request: pytest.FixtureRequest, tmp_path: Path, spark_engine: dict[str, Any]):
     duck = make_env("embedded", tmp_path / "duckdb", request)
     spark = make_env("embedded", tmp_path / "spark", request).with_settings(engine=spark_engine)
-    summaries: dict[str, list[tuple[int, ...]]] = {"duckdb": [], "spark": []}
+    summaries: dict[str, list[tuple[int | str, ...]]] = {"duckdb": [], "spark": []}
     for files in (RUN1, RUN2):
         for name, env in (("duckdb", duck), ("spark", spark)):
             _land(env, files)
@@ -304,6 +309,23 @@ def test_spark_and_duckdb_leave_identical_results(request, tmp_path) -> None:
     assert summaries["spark"] == summaries["duckdb"]
     for part in expected:
         assert actual[part] == expected[part], part
+
+
+def test_rules_gate_and_dry_run_on_spark(request, tmp_path) -> None:
+    """Issue 16 on the Spark engine: exact rows per rule, the gate, a dry run that changes
+    nothing and predicts the run."""
+    env = make_env("embedded", tmp_path, request).with_settings(engine=LOCAL_ENGINE)
+    env.land("2024-03-01/a.csv", KNOWN_BAD)
+    first = env.run()
+    assert first.files[0].rules == KNOWN_BAD_RULES
+    land_a_night(env)
+    gated = env.with_settings(rules={"max_rejected_share": 0.7})
+    before = everything(env, tmp_path / "before")
+    predicted = dry_run(gated.settings)
+    assert everything(env, tmp_path / "after") == before
+    actual = gated.run()
+    assert prediction(predicted) == prediction(actual)
+    assert {f.file_name: f.status for f in actual.files}["2024-03-03/gated.csv"] == "E"
 
 
 def test_rows_are_read_once_per_layout_with_broadcast_dimensions(request, tmp_path) -> None:

@@ -148,6 +148,36 @@ class Manifest:
     # their ledger ids (names NULL): what to take back out of the marts.
     retired_customer_contributions: pa.Table
     retired_sales_team_contributions: pa.Table
+    # rows per rule broken, per file (count_rules)
+    rules: Mapping[int, Mapping[str, int]]
+
+    @classmethod
+    def of(
+        cls,
+        lake_parts: tuple[LakePart, ...],
+        rejected_parts: Mapping[int, tuple[Path, ...]],
+        malformed: pa.Table,
+        counts: Mapping[int, FileCounts],
+        aggregates: Sequence[pa.Table],
+        retired: Sequence[pa.Table],
+    ) -> Manifest:
+        """An engine's manifest: aggregates in AGGREGATES' order, retired in
+        MART_CONTRIBUTIONS' order; the rules counted from the rejected rows."""
+        customers, sales_team, daily_sales_person, daily_product = aggregates
+        retired_customers, retired_sales_team = retired
+        return cls(
+            lake_parts,
+            rejected_parts,
+            malformed,
+            counts,
+            customers,
+            sales_team,
+            daily_sales_person,
+            daily_product,
+            retired_customers,
+            retired_sales_team,
+            count_rules(rejected_parts, malformed),
+        )
 
     def of_files(self, ledger_ids: Collection[int], retired: Collection[int] = ()) -> Manifest:
         """The same manifest restricted to these files, and to these replaced files."""
@@ -167,6 +197,7 @@ class Manifest:
             rows(self.daily_product),
             rows(self.retired_customer_contributions, retired),
             rows(self.retired_sales_team_contributions, retired),
+            {i: rules for i, rules in self.rules.items() if i in wanted},
         )
 
 
@@ -188,6 +219,31 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+MALFORMED_RULE = "malformed CSV line"  # the rule a line that is not a CSV record breaks
+REASON_SEPARATOR = "; "  # between the problems of one rejected row (sql/rows.sql)
+
+
+def count_rules(
+    rejected_parts: Mapping[int, Sequence[Path]], malformed: pa.Table
+) -> dict[int, dict[str, int]]:
+    """Rows per rule broken, per file: each problem a rejected row's reason names counts once
+    (a row breaking two rules counts under both), each malformed line under MALFORMED_RULE.
+    Read from what the engine already wrote (the reasons of the few rejected rows), so both
+    engines count alike without reading the data again."""
+    counted: dict[int, dict[str, int]] = {}
+    for ledger_id, paths in rejected_parts.items():
+        reasons = pq.read_table(list(map(str, paths)), columns=["reject_reason"])["reject_reason"]
+        problems = pc.list_flatten(pc.split_pattern(reasons, REASON_SEPARATOR))
+        tally = pc.value_counts(problems)
+        counted[ledger_id] = dict(
+            zip(tally.field("values").to_pylist(), tally.field("counts").to_pylist(), strict=True)
+        )
+    for ledger_id in malformed["ledger_id"].to_pylist():
+        rules = counted.setdefault(int(ledger_id), {})
+        rules[MALFORMED_RULE] = rules.get(MALFORMED_RULE, 0) + 1
+    return {i: dict(sorted(rules.items())) for i, rules in counted.items()}
 
 
 def layout_parts(rows_dir: Path) -> tuple[tuple[LakePart, ...], dict[int, tuple[Path, ...]]]:

@@ -240,7 +240,7 @@ class DuckDBEngine:
                 input_error=isinstance(exc, duckdb.InvalidInputException),
             ) from exc
         lake_parts, rejected_parts = layout_parts(rows_dir)
-        return Manifest(lake_parts, rejected_parts, malformed, counts, *aggregates, *retired_marts)
+        return Manifest.of(lake_parts, rejected_parts, malformed, counts, aggregates, retired_marts)
 
     def _valid_rows(self, parquet: str | None, rows: str) -> None:
         """valid_rows, the mart SQL's input: the lake files read_parquet's argument names

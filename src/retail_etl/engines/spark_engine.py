@@ -511,8 +511,8 @@ class SparkEngine:
             )
         workspace.fetch_rows(rows_dir)
         lake_parts, rejected_parts = layout_parts(rows_dir)
-        return Manifest(
-            lake_parts, rejected_parts, malformed, _counts(tally), *aggregates, *retired_marts
+        return Manifest.of(
+            lake_parts, rejected_parts, malformed, _counts(tally), aggregates, retired_marts
         )
 
 

@@ -143,6 +143,24 @@ def deltas(added: pa.Table, removed: pa.Table, mart: _Mart) -> pa.Table:
     return summed.rename_columns([*mart.keys, "total_cents", "sales_rows"])
 
 
+def rows_per_month(
+    customer_deltas: pa.Table, sales_team_deltas: pa.Table
+) -> dict[str, dict[str, int]]:
+    """How many rows of each mart these deltas change, per 'YYYY-MM'."""
+    changed: dict[str, dict[str, int]] = {}
+    for mart, months in (
+        ("customers_data_mart", pc.strftime(customer_deltas["sales_date_month"], "%Y-%m")),
+        ("sales_team_data_mart", sales_team_deltas["sales_month"]),
+    ):
+        tally = pc.value_counts(months)
+        for month, rows in zip(
+            tally.field("values").to_pylist(), tally.field("counts").to_pylist(), strict=True
+        ):
+            changed.setdefault(month, {"customers_data_mart": 0, "sales_team_data_mart": 0})
+            changed[month][mart] = rows
+    return dict(sorted(changed.items()))
+
+
 def _merge(
     warehouse: Warehouse,
     conn: Connection,

@@ -3,6 +3,8 @@ works, then Rich tables."""
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -12,6 +14,7 @@ from retail_etl.config import Settings
 from retail_etl.progress import TerminalProgress
 from retail_etl.run import RunSummary
 from retail_etl.run import run as run_pipeline
+from retail_etl.run.dry_run import dry_run
 
 
 def run_with_progress(
@@ -20,12 +23,20 @@ def run_with_progress(
     console: Console,
     show_progress: bool = True,
     wait: float = 0.0,
+    metrics_file: Path | None = None,
+    dry: bool = False,
 ) -> RunSummary:
-    """A run, with progress bars on console when it is a terminal and show_progress is set."""
-    if show_progress and console.is_terminal:
-        with TerminalProgress(console) as progress:
-            return run_pipeline(settings, engine, progress, wait_seconds=wait)
-    return run_pipeline(settings, engine, wait_seconds=wait)
+    """A run (or a dry run), with progress bars on console when it is a terminal and
+    show_progress is set."""
+    with contextlib.ExitStack() as stack:
+        progress = None
+        if show_progress and console.is_terminal:
+            progress = stack.enter_context(TerminalProgress(console))
+        if dry:
+            return dry_run(settings, engine, progress)
+        return run_pipeline(
+            settings, engine, progress, wait_seconds=wait, metrics_file=metrics_file
+        )
 
 
 def show_run(out: Console, summary: RunSummary) -> None:

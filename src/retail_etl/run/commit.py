@@ -30,6 +30,7 @@ class Committed:
     outcomes: tuple[FileOutcome, ...]  # of the committed files
     set_aside: Mapping[int, str]  # ledger id -> why it cannot be stored
     months: frozenset[str]  # 'YYYY-MM' whose marts changed
+    mart_rows: Mapping[str, Mapping[str, int]]  # rows changed per 'YYYY-MM' and mart
 
 
 def commit(
@@ -41,6 +42,7 @@ def commit(
 ) -> Committed:
     committed: list[LedgerRow] = []
     months: set[str] = set()
+    mart_rows: dict[str, dict[str, int]] = {}
     corrections = triaged.corrections
 
     def attempt(files: list[BatchFile]) -> None:
@@ -54,23 +56,16 @@ def commit(
         )
         committed.extend(part.committed)
         months.update(part.months)
+        for month, marts in part.mart_rows.items():
+            for mart, n in marts.items():
+                mart_rows.setdefault(month, {}).setdefault(mart, 0)
+                mart_rows[month][mart] += n
 
     found = isolate.bisect(batch, attempt, "the warehouse commit", lambda item: item.file_name)
-    outcomes = []
-    for row in sorted(committed, key=lambda r: r.id):
-        counts = manifest.counts.get(row.id, FileCounts())
-        replaced = corrections.get(row.id)
-        outcomes.append(
-            FileOutcome(
-                row.id,
-                row.file_name,
-                ledger.DONE,
-                counts.rows_read,
-                counts.rows_valid,
-                counts.rows_rejected,
-                f"correction of file id {replaced}" if replaced else None,
-            )
-        )
+    outcomes = [
+        done_outcome(row.id, row.file_name, manifest, corrections)
+        for row in sorted(committed, key=lambda r: r.id)
+    ]
     return Committed(
         tuple(sorted(committed, key=lambda r: r.id)),
         tuple(outcomes),
@@ -79,6 +74,25 @@ def commit(
             for item, why in found.set_aside
         },
         frozenset(months),
+        dict(sorted(mart_rows.items())),
+    )
+
+
+def done_outcome(
+    ledger_id: int, file_name: str, manifest: Manifest, corrections: Mapping[int, int]
+) -> FileOutcome:
+    """A committed file's outcome: its counts, rules broken, and the file it corrects."""
+    counts = manifest.counts.get(ledger_id, FileCounts())
+    replaced = corrections.get(ledger_id)
+    return FileOutcome(
+        ledger_id,
+        file_name,
+        ledger.DONE,
+        counts.rows_read,
+        counts.rows_valid,
+        counts.rows_rejected,
+        f"correction of file id {replaced}" if replaced else None,
+        dict(manifest.rules.get(ledger_id, {})),
     )
 
 
@@ -86,6 +100,7 @@ def commit(
 class _Part:
     committed: tuple[LedgerRow, ...]
     months: frozenset[str]
+    mart_rows: Mapping[str, Mapping[str, int]]
 
 
 def _commit_files(
@@ -150,4 +165,8 @@ def _commit_files(
                     else None,
                 )
             )
-    return _Part(tuple(done), changes.months | frozenset(old_months))
+    return _Part(
+        tuple(done),
+        changes.months | frozenset(old_months),
+        merge.rows_per_month(customer_deltas, sales_team_deltas),
+    )

@@ -38,13 +38,17 @@ class Discovery:
         return tuple(row for row in self.work if row.pending_status is None)
 
 
-def discover(
-    store: ObjectStore,
-    warehouse: Warehouse,
-    landing_prefix: str,
-    error_prefix: str,
-    run_id: int,
-) -> Discovery:
+@dataclass(frozen=True)
+class Survey:
+    """What is in landing, against the ledger; nothing recorded yet."""
+
+    resumed: tuple[LedgerRow, ...]  # left in A by an earlier run
+    usable: tuple[tuple[str, int], ...]  # new objects: name below landing, size
+    odd: tuple[tuple[str, int], ...]  # new objects whose name the ledger cannot hold
+    location: str  # the landing prefix's URL
+
+
+def survey(store: ObjectStore, warehouse: Warehouse, landing_prefix: str) -> Survey:
     active = ledger.active_rows(warehouse)
     landed = [
         (info.key[len(landing_prefix) :], info.size)
@@ -60,14 +64,31 @@ def discover(
         (n, s) for n, s in landed if ledger.name_problem(n) and ledger.shown_name(n) not in claimed
     ]
     location = f"{store.url.rstrip('/')}/{landing_prefix}"
+    return Survey(tuple(resumed), tuple(usable), tuple(odd), location)
+
+
+def name_problem_message(name: str) -> str:
+    return f"quarantined by name: {ledger.name_problem(name)}"
+
+
+def discover(
+    store: ObjectStore,
+    warehouse: Warehouse,
+    landing_prefix: str,
+    error_prefix: str,
+    run_id: int,
+) -> Discovery:
+    found = survey(store, warehouse, landing_prefix)
     quarantined = []
     with warehouse.begin() as conn:
         warehouse.fence(conn)
-        ledger.touch(conn, [row.id for row in resumed], run_id)
-        new = ledger.register(conn, run_id, location, usable)
-        for name, size in odd:
-            (row,) = ledger.register(conn, run_id, location, [(ledger.shown_name(name), size)])
-            message = f"quarantined by name: {ledger.name_problem(name)}"
+        ledger.touch(conn, [row.id for row in found.resumed], run_id)
+        new = ledger.register(conn, run_id, found.location, list(found.usable))
+        for name, size in found.odd:
+            (row,) = ledger.register(
+                conn, run_id, found.location, [(ledger.shown_name(name), size)]
+            )
+            message = name_problem_message(name)
             dest = archive_key(error_prefix, row)
             new.append(
                 replace(ledger.settle(conn, row, ledger.QUARANTINED, dest, message), key=name)
@@ -75,4 +96,4 @@ def discover(
             quarantined.append(
                 FileOutcome(row.id, row.file_name, ledger.QUARANTINED, message=message)
             )
-    return Discovery(tuple(resumed), tuple(new), tuple(quarantined))
+    return Discovery(found.resumed, tuple(new), tuple(quarantined))

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from retail_etl.engines import FileCounts
 from retail_etl.errors import (
     EngineError,
     RetailEtlError,
@@ -33,6 +34,7 @@ from retail_etl.run import ledger
 from retail_etl.run.keys import archive_key
 from retail_etl.run.ledger import LedgerRow
 from retail_etl.run.summary import FileOutcome
+from retail_etl.run.triage import Triage
 from retail_etl.warehouse import Warehouse
 
 log = logging.getLogger("retail_etl.run")
@@ -137,12 +139,14 @@ class SetAside:
 def set_aside(
     warehouse: Warehouse,
     error_prefix: str,
-    rows: Mapping[int, LedgerRow],
-    checksums: Mapping[int, str],
+    triaged: Triage,
     problems: Mapping[int, str],
+    counts: Mapping[int, FileCounts] | None = None,
+    rules: Mapping[int, Mapping[str, int]] | None = None,
 ) -> SetAside:
     """Quarantine files of the batch that cannot go on (each message names the problem), in
-    one transaction; the batch goes on without them."""
+    one transaction; the batch goes on without them. counts and rules: what the engine
+    counted of some of them, for their outcomes."""
     settled: list[LedgerRow] = []
     outcomes: list[FileOutcome] = []
     if not problems:
@@ -150,12 +154,22 @@ def set_aside(
     with warehouse.begin() as conn:
         warehouse.fence(conn)
         for ledger_id, message in problems.items():
-            row = rows[ledger_id]
+            row = triaged.rows[ledger_id]
             dest = archive_key(error_prefix, row)
-            checksum = checksums.get(ledger_id)
+            checksum = triaged.checksums.get(ledger_id)
             settled.append(ledger.settle(conn, row, ledger.QUARANTINED, dest, message, checksum))
+            counted = (counts or {}).get(ledger_id, FileCounts())
             outcomes.append(
-                FileOutcome(ledger_id, row.file_name, ledger.QUARANTINED, message=message)
+                FileOutcome(
+                    ledger_id,
+                    row.file_name,
+                    ledger.QUARANTINED,
+                    counted.rows_read,
+                    counted.rows_valid,
+                    counted.rows_rejected,
+                    message,
+                    dict((rules or {}).get(ledger_id, {})),
+                )
             )
             log.warning("file set aside", extra={"file": row.file_name, "problem": message})
     return SetAside(tuple(settled), tuple(outcomes))

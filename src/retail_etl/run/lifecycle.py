@@ -11,17 +11,19 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import insert, update
+from sqlalchemy import delete, insert, update
 
 from retail_etl.config import Settings
 from retail_etl.errors import WarehouseError, WorkFolderError
 from retail_etl.progress import Progress
+from retail_etl.redact import redact
 from retail_etl.run.summary import RunSummary
-from retail_etl.warehouse import Warehouse, lock_holder
-from retail_etl.warehouse.schema import run_log
+from retail_etl.warehouse import Warehouse, bulk, lock_holder
+from retail_etl.warehouse.schema import rule_count, run_log
 
 log = logging.getLogger("retail_etl.run")
 
@@ -103,6 +105,34 @@ def record_run(warehouse: Warehouse, summary: RunSummary) -> None:
                 message=summary.message,
             )
         )
+        rows = [
+            {
+                "run_id": summary.run_id,
+                "ledger_id": item.id,
+                "rule": rule,
+                "file_name": item.file_name,
+                "occurrences": n,
+            }
+            for item in summary.files
+            for rule, n in item.rules.items()
+        ]
+        conn.execute(delete(rule_count).where(rule_count.c.run_id == summary.run_id))
+        bulk.insert_many(conn, rule_count, rows)
+
+
+def first_line(exc: BaseException) -> str:
+    """What a failed run's log and summary say of its error."""
+    return redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+def record(warehouse: Warehouse, summary: RunSummary, timer: StageTimer) -> RunSummary:
+    """The summary with the timer's seconds, recorded in the run log (when it can be)."""
+    summary = replace(summary, seconds=timer.elapsed, stage_seconds=dict(timer.seconds))
+    try:
+        record_run(warehouse, summary)
+    except Exception:  # noqa: BLE001 - the run's own outcome or error matters more
+        log.warning("could not record the run outcome", exc_info=True)
+    return summary
 
 
 class StageTimer:

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, replace
+from datetime import datetime
 from functools import partial
+from pathlib import Path
 
 from retail_etl.config import Settings
 from retail_etl.logs import run_context
 from retail_etl.progress import NullProgress, Progress
-from retail_etl.redact import redact
+from retail_etl.reports.metrics import write_metrics
 from retail_etl.run import isolate
 from retail_etl.run.commit import Committed, commit
 from retail_etl.run.discover import discover
@@ -26,8 +28,9 @@ from retail_etl.run.fetch import fetch
 from retail_etl.run.finalize import finalize
 from retail_etl.run.lifecycle import (
     StageTimer,
+    first_line,
     fresh_work_dir,
-    record_run,
+    record,
     run_lock,
     start_run,
     work_folder_error,
@@ -35,7 +38,7 @@ from retail_etl.run.lifecycle import (
 from retail_etl.run.publish import Published, publish
 from retail_etl.run.summary import RunSummary, summarize
 from retail_etl.run.transform import transform
-from retail_etl.run.triage import Triage, triage
+from retail_etl.run.triage import triage
 from retail_etl.storage import open_store
 from retail_etl.warehouse import Warehouse
 
@@ -49,20 +52,34 @@ def run(
     progress: Progress | None = None,
     checkpoint: Checkpoint = lambda _stage: None,
     wait_seconds: float = 0.0,
+    metrics_file: Path | None = None,
 ) -> RunSummary:
     """Process every pending landed object exactly once. Raises RetailEtlError subclasses.
 
     Only one run works at a time: another run holding the lock makes this one wait up to
-    wait_seconds, then raise LockedError."""
+    wait_seconds, then raise LockedError. metrics_file: where to write the run's metrics
+    (reports/metrics.py), whatever its outcome."""
     warehouse = Warehouse(settings.warehouse)
+    engine = engine_name or settings.engine.name
+    timer = StageTimer(progress or NullProgress())
+    started = datetime.now()
+    summary = RunSummary(0, engine, "failed")
     try:
         warehouse.ensure_installed()
         with run_lock(warehouse, wait_seconds):
-            engine = engine_name or settings.engine.name
-            timer = StageTimer(progress or NullProgress())
-            return _logged(settings, warehouse, engine, timer, checkpoint)
+            summary = _logged(settings, warehouse, engine, timer, checkpoint)
+            return summary
+    except BaseException as exc:
+        summary = replace(summary, message=first_line(exc))
+        raise
     finally:
-        warehouse.dispose()
+        try:
+            if metrics_file is not None:
+                if summary.outcome == "failed":
+                    summary = replace(summary, seconds=timer.elapsed, stage_seconds=timer.seconds)
+                write_metrics(metrics_file, summary, started, datetime.now(), warehouse)
+        finally:
+            warehouse.dispose()
 
 
 def _logged(
@@ -86,21 +103,12 @@ def _logged(
                     raise
                 raise error from exc
         except BaseException as exc:
-            message = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            message = first_line(exc)
             log.error("run failed", extra={"error": message})
-            _record(warehouse, RunSummary(run_id, engine, "failed", message=message), timer)
+            record(warehouse, RunSummary(run_id, engine, "failed", message=message), timer)
             raise
-        summary = _record(warehouse, summary, timer)
+        summary = record(warehouse, summary, timer)
         log.info("run finished", extra={"summary": asdict(summary) | {"files": len(summary.files)}})
-    return summary
-
-
-def _record(warehouse: Warehouse, summary: RunSummary, timer: StageTimer) -> RunSummary:
-    summary = replace(summary, seconds=timer.elapsed, stage_seconds=dict(timer.seconds))
-    try:
-        record_run(warehouse, summary)
-    except Exception:  # noqa: BLE001 - the run's own outcome or error matters more
-        log.warning("could not record the run outcome", exc_info=True)
     return summary
 
 
@@ -129,11 +137,20 @@ def _stages(
     checkpoint("validated")
 
     set_aside: list[isolate.SetAside] = []
-    published, committed = Published(0, 0), Committed((), (), {}, frozenset())
+    published, committed = Published(0, 0, 0), Committed((), (), {}, frozenset(), {})
     if triaged.batch:
         with timed("transform"):
             transformed = transform(settings, engine, store, warehouse, triaged, run_id, work_dir)
-            set_aside.append(_set_aside(warehouse, settings, triaged, transformed.set_aside))
+            set_aside.append(
+                isolate.set_aside(
+                    warehouse,
+                    storage.error_prefix,
+                    triaged,
+                    transformed.set_aside,
+                    transformed.gated_counts,
+                    transformed.gated_rules,
+                )
+            )
         checkpoint("enriched")
         batch = tuple(b for b in triaged.batch if b.ledger_id not in transformed.set_aside)
         if transformed.manifest is not None:
@@ -144,7 +161,10 @@ def _stages(
                 )
             with timed("commit"):
                 committed = commit(warehouse, manifest, batch, triaged, settings)
-                set_aside.append(_set_aside(warehouse, settings, triaged, committed.set_aside))
+                aside = isolate.set_aside(
+                    warehouse, storage.error_prefix, triaged, committed.set_aside
+                )
+                set_aside.append(aside)
             checkpoint("marts_committed")
 
     with timed("finalize"):
@@ -167,14 +187,8 @@ def _stages(
         resumed=len(found.resumed),
         corrected=sum(1 for row in committed.committed if row.id in triaged.corrections),
         lake_objects=published.lake_objects,
+        lake_bytes=published.lake_bytes,
         rejected_files=published.rejected_files,
+        mart_rows_changed=committed.mart_rows,
         warehouse_rows_written=warehouse.rows_written - written_before,
-    )
-
-
-def _set_aside(
-    warehouse: Warehouse, settings: Settings, triaged: Triage, problems: Mapping[int, str]
-) -> isolate.SetAside:
-    return isolate.set_aside(
-        warehouse, settings.storage.error_prefix, triaged.rows, triaged.checksums, problems
     )

@@ -30,6 +30,7 @@ from retail_etl.warehouse.schema import lake_object, product_staging_table
 @dataclass(frozen=True)
 class Published:
     lake_objects: int
+    lake_bytes: int
     rejected_files: int
 
 
@@ -43,7 +44,7 @@ def publish(
     work_dir: Path,
     checkpoint: Callable[[str], None],
 ) -> Published:
-    lake_objects = upload_lake(
+    lake_objects, lake_bytes = upload_lake(
         store, warehouse, manifest, batch, storage.lake_prefix, storage.max_concurrency
     )
     checkpoint("lake_written")
@@ -51,7 +52,7 @@ def publish(
         store, warehouse, manifest, batch, triaged.rows, storage.error_prefix, work_dir
     )
     checkpoint("rejected_written")
-    return Published(lake_objects, rejected_files)
+    return Published(lake_objects, lake_bytes, rejected_files)
 
 
 def upload_lake(
@@ -61,9 +62,9 @@ def upload_lake(
     batch: Sequence[BatchFile],
     lake_prefix: str,
     concurrency: int,
-) -> int:
+) -> tuple[int, int]:
     """Record the keys each file will own, drop keys an earlier attempt wrote but this one
-    does not, then upload (each object appears atomically)."""
+    does not, then upload (each object appears atomically). Returns the objects and bytes."""
     ledger_ids = [item.ledger_id for item in batch]
     planned: list[tuple[Path, str, int]] = []
     index: dict[tuple[int, str, int], int] = {}
@@ -92,7 +93,7 @@ def upload_lake(
         )
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload") as pool:
         list(pool.map(lambda item: store.upload(item[0], item[1]), planned))
-    return len(planned)
+    return len(planned), sum(path.stat().st_size for path, _key, _lid in planned)
 
 
 def write_rejected(

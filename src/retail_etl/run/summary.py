@@ -4,6 +4,8 @@ the stages returned (run --json, the run log, the terminal table)."""
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 
@@ -17,6 +19,20 @@ class FileOutcome:
     rows_valid: int = 0
     rows_rejected: int = 0
     message: str | None = None
+    # rows per rule broken (the problems rejected rows name) and, for a quarantined file, the
+    # file-level rule it broke (file_rule), counted 1
+    rules: dict[str, int] = field(default_factory=dict)
+
+
+RULE_LENGTH = 255  # etl_rule_count.rule
+
+
+def file_rule(message: str) -> str:
+    """The rule a set-aside file broke, from its message: the words before the first colon,
+    without parentheses, numbers as N ('not UTF-8 text: invalid byte at offset 7' ->
+    'file: not UTF-8 text'), so that files with the same problem count under one rule."""
+    head = re.sub(r"\s*\([^)]*\)", "", message.split(":", 1)[0])
+    return ("file: " + re.sub(r"(?<![\w-])\d+(?![\w-])", "N", head).strip())[:RULE_LENGTH]
 
 
 @dataclass(frozen=True)
@@ -34,7 +50,11 @@ class RunSummary:
     rows_valid: int = 0
     rows_rejected: int = 0
     lake_objects: int = 0
+    lake_bytes: int = 0
     rejected_files: int = 0
+    rules: dict[str, int] = field(default_factory=dict)  # summed over the files
+    # rows each mart gains, changes or loses, per 'YYYY-MM'
+    mart_rows_changed: dict[str, dict[str, int]] = field(default_factory=dict)
     warehouse_rows_written: int = 0  # rows inserted, updated or deleted, scratch tables included
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -55,21 +75,28 @@ def summarize(
     resumed: int,
     corrected: int,
     lake_objects: int,
+    lake_bytes: int,
     rejected_files: int,
+    mart_rows_changed: Mapping[str, Mapping[str, int]],
     warehouse_rows_written: int,
+    outcome: str = "succeeded",
 ) -> RunSummary:
-    """The succeeded run's summary; notes: a line more for some files (a move left pending)."""
+    """The run's summary; notes: a line more for some files (a move left pending)."""
+    files = [_with_file_rule(o) for o in outcomes]
     files = [
         replace(o, message="; ".join(filter(None, [o.message, notes[o.id]])))
         if o.id in notes
         else o
-        for o in outcomes
+        for o in files
     ]
     done = [f for f in files if f.status == "I"]
+    rules: Counter[str] = Counter()
+    for item in files:
+        rules.update(item.rules)
     return RunSummary(
         run_id,
         engine,
-        "succeeded",
+        outcome,
         files_seen=seen,
         files_resumed=resumed,
         files_processed=len(done),
@@ -80,7 +107,16 @@ def summarize(
         rows_valid=sum(f.rows_valid for f in done),
         rows_rejected=sum(f.rows_rejected for f in done),
         lake_objects=lake_objects,
+        lake_bytes=lake_bytes,
         rejected_files=rejected_files,
+        rules=dict(sorted(rules.items())),
+        mart_rows_changed={month: dict(marts) for month, marts in mart_rows_changed.items()},
         warehouse_rows_written=warehouse_rows_written,
         files=files,
     )
+
+
+def _with_file_rule(outcome: FileOutcome) -> FileOutcome:
+    if outcome.status != "E" or not outcome.message:
+        return outcome
+    return replace(outcome, rules={**outcome.rules, file_rule(outcome.message): 1})

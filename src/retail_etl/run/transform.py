@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 import pyarrow.compute as pc
 from sqlalchemy import select
 
-from retail_etl.config import MAX_STORABLE_AMOUNT, Settings
-from retail_etl.engines import BatchFile, Manifest, RowLimits, open_engine
+from retail_etl.config import MAX_STORABLE_AMOUNT, RulesSettings, Settings
+from retail_etl.engines import BatchFile, FileCounts, Manifest, RowLimits, open_engine
 from retail_etl.engines.dimensions import load_dimensions
 from retail_etl.errors import EngineError, WarehouseError
 from retail_etl.run import isolate
@@ -36,6 +36,9 @@ from retail_etl.warehouse.schema import lake_object
 class Transformed:
     manifest: Manifest | None  # None when no file of the batch is left
     set_aside: Mapping[int, str]  # ledger id -> why the engine left it out
+    # what the engine counted of files the quality gate left out: rows, and rows per rule
+    gated_counts: Mapping[int, FileCounts] = field(default_factory=dict)
+    gated_rules: Mapping[int, Mapping[str, int]] = field(default_factory=dict)
 
 
 def transform(
@@ -96,11 +99,52 @@ def transform(
             continue
         unstorable = unstorable_files(manifest)
         if not unstorable:
-            return Transformed(manifest, left_out)
+            return _gated(manifest, left_out, triaged.corrections, settings.rules)
         left_out |= unstorable
         files = [item for item in files if item.ledger_id not in unstorable]
         shutil.rmtree(out, ignore_errors=True)
     return Transformed(None, left_out)
+
+
+def _gated(
+    manifest: Manifest,
+    left_out: dict[int, str],
+    corrections: Mapping[int, int],
+    rules: RulesSettings,
+) -> Transformed:
+    """The quality gate ([rules] max_rejected_share): files with a larger share of rejected
+    rows leave the batch whole; the manifest goes on without them."""
+    threshold = rules.max_rejected_share
+    gated = {} if threshold is None else rejected_share_problems(manifest, threshold)
+    if not gated:
+        return Transformed(manifest, left_out)
+    kept = [i for i in manifest.counts if i not in gated]
+    return Transformed(
+        manifest.of_files(kept, [corrections[i] for i in kept if i in corrections])
+        if kept
+        else None,
+        left_out | gated,
+        {i: manifest.counts[i] for i in gated},
+        {i: manifest.rules.get(i, {}) for i in gated},
+    )
+
+
+def rejected_share_problems(manifest: Manifest, threshold: float) -> dict[int, str]:
+    """Files whose share of rejected rows is above threshold, each with a message naming the
+    share, the threshold and its three most frequent rules."""
+    problems = {}
+    for ledger_id, counts in manifest.counts.items():
+        if not counts.rows_read or counts.rows_rejected / counts.rows_read <= threshold:
+            continue
+        share = counts.rows_rejected / counts.rows_read
+        frequent = sorted(manifest.rules.get(ledger_id, {}).items(), key=lambda r: (-r[1], r[0]))
+        problems[ledger_id] = (
+            f"rejected share above rules.max_rejected_share: {share:.2%} of its rows "
+            f"({counts.rows_rejected} of {counts.rows_read}) were rejected, more than "
+            f"{threshold:.2%}; most frequent: "
+            + ", ".join(f"{rule} ({n})" for rule, n in frequent[:3])
+        )
+    return problems
 
 
 def unstorable_files(manifest: Manifest) -> dict[int, str]:
@@ -116,7 +160,8 @@ def unstorable_files(manifest: Manifest) -> dict[int, str]:
             key = ", ".join(f"{name} {row[name]}" for name in key_columns)
             found.setdefault(
                 int(row["ledger_id"]),
-                f"its rows for {key} sum to more than {MAX_STORABLE_AMOUNT} "
+                f"a mart total would overflow: its rows for {key} sum to more than "
+                f"{MAX_STORABLE_AMOUNT} "
                 "(the largest total the marts hold)",
             )
     return found

@@ -5,7 +5,9 @@ file name is a correction; the rest is the batch the engine gets."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from sqlalchemy import Connection
 
 from retail_etl.config import StorageSettings
 from retail_etl.engines import BatchFile
@@ -30,52 +32,86 @@ class Triage:
 
 
 def triage(warehouse: Warehouse, fetched: Fetched, storage: StorageSettings) -> Triage:
-    batch: list[BatchFile] = []
-    rows: dict[int, LedgerRow] = {}
-    checksums: dict[int, str] = {}
-    corrections: dict[int, int] = {}
-    settled: list[LedgerRow] = []
-    outcomes: list[FileOutcome] = []
+    """Each file's fate, recorded in the ledger in one transaction."""
     with warehouse.begin() as conn:
         warehouse.fence(conn)
-        usable = [f.check.checksum for f in fetched.files if f.check is not None and f.check.ok]
-        known = ledger.processed_by_checksum(conn, sorted(set(usable)))
-        current = ledger.processed_by_name(conn, [f.row.file_name for f in fetched.files])
-        for item in fetched.files:
-            row, check = item.row, item.check
-            if item.problem is None and (check is None or item.local_path is None):
-                ledger.drop(conn, row, VANISHED)
-                outcomes.append(FileOutcome(row.id, row.file_name, "E", message=VANISHED))
-                continue
-            if item.problem is not None or check is None or not check.ok:
-                outcome = ledger.QUARANTINED
-                dest = archive_key(storage.error_prefix, row)
-                message = item.problem or (check.problem if check else None) or ""
-            elif check.checksum in known:
-                original_id, original_name = known[check.checksum]
-                outcome, dest = ledger.DUPLICATE, archive_key(storage.archive_prefix, row)
-                message = f"duplicate of {original_name} (file id {original_id})"
-            else:
-                known[check.checksum] = (row.id, row.file_name)
-                previous = current.get(row.file_name)
-                if previous is not None and previous[0] != row.id:
-                    corrections[row.id] = previous[0]
-                checksums[row.id] = check.checksum
-                rows[row.id] = row
-                path = item.local_path
-                assert path is not None  # fetch sets it with the check
-                batch.append(BatchFile(row.id, row.file_name, path, check.header))
+        judged = judge(conn, fetched, storage)
+        settled = []
+        for verdict in judged.verdicts:
+            if verdict.status is None:
+                ledger.drop(conn, verdict.row, verdict.message)
                 continue
             settled.append(
                 ledger.settle(
                     conn,
-                    row,
-                    outcome,
-                    dest,
-                    message,
-                    checksum=check.checksum if check else None,
-                    size=check.size if check else None,
+                    verdict.row,
+                    verdict.status,
+                    verdict.dest,
+                    verdict.message,
+                    checksum=verdict.checksum,
+                    size=verdict.size,
                 )
             )
-            outcomes.append(FileOutcome(row.id, row.file_name, outcome, message=message))
-    return Triage(tuple(batch), rows, checksums, corrections, tuple(settled), tuple(outcomes))
+    return replace(judged.triage, settled=tuple(settled))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A fetched file that does not go on: quarantined (E), duplicate (D) or vanished (None,
+    dropped from the ledger as E at once)."""
+
+    row: LedgerRow
+    status: str | None
+    dest: str
+    message: str
+    checksum: str | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Judged:
+    triage: Triage  # without settled rows: nothing is recorded yet
+    verdicts: tuple[Verdict, ...]
+
+
+def judge(conn: Connection, fetched: Fetched, storage: StorageSettings) -> Judged:
+    """Each fetched file's fate, decided from the ledger as it stands; nothing is written."""
+    batch: list[BatchFile] = []
+    rows: dict[int, LedgerRow] = {}
+    checksums: dict[int, str] = {}
+    corrections: dict[int, int] = {}
+    verdicts: list[Verdict] = []
+    usable = [f.check.checksum for f in fetched.files if f.check is not None and f.check.ok]
+    known = ledger.processed_by_checksum(conn, sorted(set(usable)))
+    current = ledger.processed_by_name(conn, [f.row.file_name for f in fetched.files])
+    for item in fetched.files:
+        row, check = item.row, item.check
+        if item.problem is None and (check is None or item.local_path is None):
+            verdicts.append(Verdict(row, None, "", VANISHED))
+            continue
+        if item.problem is not None or check is None or not check.ok:
+            outcome = ledger.QUARANTINED
+            dest = archive_key(storage.error_prefix, row)
+            message = item.problem or (check.problem if check else None) or ""
+        elif check.checksum in known:
+            original_id, original_name = known[check.checksum]
+            outcome, dest = ledger.DUPLICATE, archive_key(storage.archive_prefix, row)
+            message = f"duplicate of {original_name} (file id {original_id})"
+        else:
+            known[check.checksum] = (row.id, row.file_name)
+            previous = current.get(row.file_name)
+            if previous is not None and previous[0] != row.id:
+                corrections[row.id] = previous[0]
+            checksums[row.id] = check.checksum
+            rows[row.id] = row
+            path = item.local_path
+            assert path is not None  # fetch sets it with the check
+            batch.append(BatchFile(row.id, row.file_name, path, check.header))
+            continue
+        checksum, size = (check.checksum, check.size) if check else (None, None)
+        verdicts.append(Verdict(row, outcome, dest, message, checksum, size))
+    outcomes = tuple(
+        FileOutcome(v.row.id, v.row.file_name, v.status or ledger.QUARANTINED, message=v.message)
+        for v in verdicts
+    )
+    return Judged(Triage(tuple(batch), rows, checksums, corrections, (), outcomes), tuple(verdicts))

@@ -158,9 +158,10 @@ class Warehouse:
         with self.begin() as conn:
             schema.metadata.create_all(conn)
 
-    def ensure_installed(self) -> None:
+    def ensure_installed(self, upgrade: bool = True) -> None:
         """Refuse a warehouse `init` never set up (a mistyped URL, the wrong folder) rather
-        than creating tables in it; add the tables a newer version has to one it did."""
+        than creating tables in it; add the tables a newer version has to one it did (unless
+        not upgrade: a dry run writes nothing)."""
         missing = self._sqlite_file is not None and not self._sqlite_file.exists()
         if not missing:
             with self.begin() as conn:
@@ -170,7 +171,8 @@ class Warehouse:
                 f"warehouse {self.display_url} has no retail-etl tables: run `retail-etl init` "
                 "to create them (check warehouse.url if it should have them)"
             )
-        self.create_all()
+        if upgrade:
+            self.create_all()
 
     def dispose(self) -> None:
         self.engine.dispose()

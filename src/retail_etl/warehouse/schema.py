@@ -245,6 +245,19 @@ run_log = Table(
     **_mysql,
 )
 
+# Rows per rule broken, per run and file (run/summary.py: rules), for a BI tool to chart.
+rule_count = Table(
+    "etl_rule_count",
+    metadata,
+    Column("run_id", Integer, primary_key=True, autoincrement=False),
+    Column("ledger_id", Integer, primary_key=True, autoincrement=False),
+    Column("rule", String(255), primary_key=True),
+    Column("file_name", String(1024), nullable=False),
+    Column("occurrences", BigInteger, nullable=False),  # rows; 1 for a file-level rule
+    Index("ix_rule_count_rule", "rule", "run_id"),
+    **_mysql,
+)
+
 run_lock = Table(
     "etl_run_lock",
     metadata,

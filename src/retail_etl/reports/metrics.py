@@ -1,0 +1,104 @@
+"""`run --metrics-file`: the last run as a Prometheus textfile, for node_exporter's textfile
+collector. Written atomically (a temporary file renamed over the old one), after every run,
+failed ones included, so an alert on a stale last-success timestamp fires when runs fail."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from sqlalchemy import func, select
+
+from retail_etl.errors import RetailEtlError, WorkFolderError
+from retail_etl.run.summary import RunSummary
+from retail_etl.warehouse import Warehouse
+from retail_etl.warehouse.schema import product_staging_table, run_log
+
+log = logging.getLogger("retail_etl.run")
+PREFIX = "retail_etl_"
+
+
+def write_metrics(
+    path: Path, summary: RunSummary, started: datetime, finished: datetime, warehouse: Warehouse
+) -> None:
+    """The run's metrics into path. Raises WorkFolderError when path cannot be written."""
+    registry = CollectorRegistry()
+
+    def gauge(name: str, help_text: str, value: float, **labels: str) -> None:
+        metric = gauges.get(name)
+        if metric is None:
+            metric = gauges[name] = Gauge(
+                PREFIX + name, help_text, sorted(labels), registry=registry
+            )
+        (metric.labels(**labels) if labels else metric).set(value)
+
+    gauges: dict[str, Gauge] = {}
+    succeeded = summary.outcome == "succeeded"
+    gauge("last_run_start_timestamp_seconds", "When the last run started", started.timestamp())
+    gauge("last_run_finish_timestamp_seconds", "When the last run ended", finished.timestamp())
+    gauge("last_run_success", "1 if the last run succeeded, 0 if it failed", int(succeeded))
+    gauge("last_run_duration_seconds", "How long the last run took", summary.seconds)
+    for stage, seconds in summary.stage_seconds.items():
+        gauge("last_run_stage_duration_seconds", "Seconds per stage", seconds, stage=stage)
+    for outcome, files in (
+        ("seen", summary.files_seen),
+        ("resumed", summary.files_resumed),
+        ("processed", summary.files_processed),
+        ("quarantined", summary.files_quarantined),
+        ("duplicate", summary.files_duplicate),
+        ("corrected", summary.files_corrected),
+    ):
+        gauge("last_run_files", "Files of the last run, per outcome", files, outcome=outcome)
+    for kind, rows in (
+        ("read", summary.rows_read),
+        ("valid", summary.rows_valid),
+        ("rejected", summary.rows_rejected),
+    ):
+        gauge("last_run_rows", "Rows of the files the last run processed", rows, kind=kind)
+    for rule, count in summary.rules.items():
+        gauge(
+            "last_run_rule_violations",
+            "Rows that broke each rule (files, for a rule whose name starts with 'file:')",
+            count,
+            rule=rule,
+        )
+    gauge("last_run_lake_objects", "Parquet objects the last run wrote", summary.lake_objects)
+    gauge("last_run_lake_bytes", "Bytes of Parquet the last run wrote", summary.lake_bytes)
+    gauge(
+        "last_run_warehouse_rows_written",
+        "Warehouse rows the last run inserted, updated or deleted",
+        summary.warehouse_rows_written,
+    )
+    try:
+        last_success, oldest_pending = _from_ledger(warehouse)
+    except RetailEtlError:  # the warehouse is what failed: say what is known
+        log.warning("metrics: the warehouse cannot say the last success or what is pending")
+    else:
+        if last_success is not None:
+            gauge(
+                "last_success_timestamp_seconds",
+                "When a run last succeeded",
+                last_success.timestamp(),
+            )
+        gauge(
+            "oldest_pending_file_age_seconds",
+            "Age of the oldest file registered but not yet finished (0: none)",
+            max(0.0, (finished - oldest_pending).total_seconds()) if oldest_pending else 0.0,
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_to_textfile(str(path), registry)
+    except OSError as exc:
+        raise WorkFolderError(f"metrics file {path}: {exc.strerror or exc}") from exc
+
+
+def _from_ledger(warehouse: Warehouse) -> tuple[datetime | None, datetime | None]:
+    t = product_staging_table
+    with warehouse.begin() as conn:
+        last_success = conn.execute(
+            select(func.max(run_log.c.finished_at)).where(run_log.c.outcome == "succeeded")
+        ).scalar()
+        oldest = conn.execute(select(func.min(t.c.created_date)).where(t.c.status == "A")).scalar()
+    return last_success, oldest
