@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from conftest import Env, csv_text
 from helpers import cli
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from retail_etl import reports
 from retail_etl.reports import day as daily_report
 from retail_etl.reports import month as monthly_report
-from retail_etl.warehouse.schema import customer
+from retail_etl.warehouse.schema import customer, rule_count
 
 D = Decimal
 XSS = "<script>alert(1)</script>"
@@ -101,8 +101,18 @@ def test_daily_files_and_reject_reasons(loaded: Env) -> None:
         "2024-03-05/broken.csv": ("E", 0, False),
     }
     assert r.rows_rejected == 2
-    # the quantity row also has a negative total: one row, two problems
+    # the quantity row also has a negative total: one row, two problems; the quarantined
+    # file counts under the file-level rule it broke
     assert sorted(r.reasons) == [
+        ("customer_id not in customer", 1),
+        ("file: missing mandatory columns", 1),
+        ("quantity is not greater than 0", 1),
+        ("total_cost is negative", 1),
+    ]
+    # files loaded before runs counted rules: their rejected-row CSVs are read instead
+    with loaded.warehouse.begin() as conn:
+        conn.execute(delete(rule_count))
+    assert sorted(daily(loaded).reasons) == [
         ("customer_id not in customer", 1),
         ("quantity is not greater than 0", 1),
         ("total_cost is negative", 1),

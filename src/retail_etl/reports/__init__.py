@@ -93,7 +93,9 @@ def render_daily(report: DailyReport) -> str:
             money,
             width=FULL,
         ),
-        "reasons": charts.bar_chart(r.reasons, "Rows rejected, by reason", _count, width=HALF),
+        "reasons": charts.bar_chart(
+            r.reasons, "Rows rejected (files quarantined), by rule", _count, width=HALF
+        ),
     }
     return (
         environment()

@@ -10,8 +10,8 @@ money as binary floats).
 The loads section answers "can I trust these figures?": the files that carry sales dated D,
 plus everything else the same runs did not turn into sales -- quarantined files, duplicates,
 files all of whose rows were rejected. Processed files that only carry other days are left to
-those days' reports. The top reject reasons are read from those files' rejected-row CSVs in
-the error prefix, through the object store.
+those days' reports. The rules those files broke are the counts their runs recorded
+(etl_rule_count): rows per row rule, and the file-level rule of each quarantined file.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from retail_etl.warehouse.schema import (
     daily_sales_person_partial,
     lake_object,
     product_staging_table,
+    rule_count,
     sales_team,
     store,
 )
@@ -151,8 +152,8 @@ def build(settings: Settings, warehouse: Warehouse, objects: ObjectStore, day: d
         _sales(conn, report)
         carrying = _loads(conn, report)
         keys = _lake_keys(conn, carrying)
+        _reasons(settings, conn, objects, report)
     _customers(objects, keys, report)
-    _reasons(settings, objects, report)
     return report
 
 
@@ -303,11 +304,25 @@ def _customers(objects: ObjectStore, keys: list[str], report: DailyReport) -> No
     ]
 
 
-def _reasons(settings: Settings, objects: ObjectStore, report: DailyReport) -> None:
+def _reasons(
+    settings: Settings, conn: Connection, objects: ObjectStore, report: DailyReport
+) -> None:
+    """Rows per rule broken (files, for a file-level rule) over the report's files, as each
+    run counted them (etl_rule_count); files loaded before runs counted them are read from
+    their rejected-row CSVs."""
+    ids = [f.id for f in report.files]
     counts: Counter[str] = Counter()
+    counted: set[int] = set()
+    for ledger_id, rule, n in conn.execute(
+        select(rule_count.c.ledger_id, rule_count.c.rule, rule_count.c.occurrences).where(
+            rule_count.c.ledger_id.in_(ids)
+        )
+    ):
+        counts[rule] += int(n)
+        counted.add(ledger_id)
     with tempfile.TemporaryDirectory(prefix="retail-etl-report-") as tmp:
         for f in report.files:
-            if f.rows_rejected <= 0:
+            if f.rows_rejected <= 0 or f.id in counted:
                 continue
             key = rejected_key(settings.storage.error_prefix, f.run_id, f.file_name)
             local = Path(tmp) / f"rejected-{f.id}.csv"
