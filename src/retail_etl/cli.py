@@ -250,11 +250,12 @@ def run(
         raise typer.BadParameter("--engine must be duckdb or spark")
     from retail_etl.reports import terminal
 
-    summary = terminal.run_with_progress(_settings(), engine, console, not as_json, wait)
+    settings = _settings()
+    summary = terminal.run_with_progress(settings, engine, console, not as_json, wait)
     if as_json:
         _print_json(asdict(summary))
     else:
-        terminal.show_run(out, summary)
+        terminal.show_run(out, summary, terminal.landing_url(settings))
 
 
 @app.command()

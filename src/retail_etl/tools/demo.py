@@ -54,7 +54,7 @@ def run_demo(settings: Settings, days: int, rows: int, out: Console) -> None:
     from retail_etl.reports import terminal
 
     summary = terminal.run_with_progress(settings, None, Console(stderr=True))
-    terminal.show_run(out, summary)
+    terminal.show_run(out, summary, terminal.landing_url(settings), max_files=30)
     from retail_etl import reports
 
     report_month = (start + timedelta(days=days - 1)).strftime("%Y-%m")
