@@ -316,3 +316,47 @@ def test_fit_key_keeps_what_tells_files_apart() -> None:
     assert fit_key("2024-06-01/sales_store1_01.csv", 20) == "2024-06-01/\nsales_store1_01.csv"
     assert fit_key("2024-06-01/sales_store12_01.csv", 16) == "2024-06-01/\n…_store12_01.csv"
     assert fit_key("a/b/c/d.csv", 6) == "a/b/c/\nd.csv"
+
+
+def test_the_demo_lands_a_realistic_chain_up_to_yesterday(folder: Path) -> None:
+    from datetime import date, timedelta
+
+    result = cli(folder, "demo")  # the defaults, as `make demo` runs them
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    assert "Sample chain: 12 stores, 84 sales people, 60 products, 3,000 customers" in out
+    landed = re.search(
+        r"Landed ([\d,]+) files in file://\./data/bucket/sales_data/: 92 days "
+        r"\((\S+) to (\S+)\), ([\d,]+) sales lines, 12 stores, ([\d,]+) customers buying",
+        out,
+    )
+    assert landed, out
+    yesterday = date.today() - timedelta(days=1)
+    assert landed.group(3) == yesterday.isoformat()
+    assert int(landed.group(1).replace(",", "")) == 92 * 12 + 2
+    assert int(landed.group(5).replace(",", "")) > 2_000
+    archived = folder / "data" / "bucket" / "sales_data_processed"
+    days = {p.parent.name for p in archived.rglob("*.csv")}
+    assert max(days) == yesterday.isoformat(), "no file dated today or later"
+    assert len({d[:7] for d in days}) >= 3, "a few months of history"
+    monthly = Path(re.search(r"monthly report:\s+(\S+\.html)", result.stdout).group(1))
+    html = monthly.read_text(encoding="utf-8")
+    for segment in ("loyalty", "win-back", "welcome"):  # coupons across segments
+        assert re.search(rf"([\d,]+) {segment}", html), segment
+    assert html.count("top seller</span>") == 12  # one star per store
+    daily = Path(re.search(r"daily report:\s+(\S+\.html)", result.stdout).group(1))
+    assert yesterday.strftime("%d %B %Y") in daily.read_text(encoding="utf-8")
+    assert "... and" in result.stdout and "more processed files" in result.stdout
+
+
+def test_the_demo_report_month_is_the_last_whole_one() -> None:
+    from datetime import date
+
+    from retail_etl.tools.demo import Landed, report_month
+
+    def landed(first: date, last: date) -> Landed:
+        return Landed(1, 1, first, last, 1, 1, 1)
+
+    assert report_month(landed(date(2026, 9, 1), date(2026, 12, 1))) == "2026-11"
+    assert report_month(landed(date(2026, 9, 1), date(2026, 11, 30))) == "2026-11"
+    assert report_month(landed(date(2026, 11, 30), date(2026, 12, 1))) == "2026-12"
