@@ -98,7 +98,7 @@ def render_daily(report: DailyReport, currency: str | None = None) -> str:
             amount,
             width=FULL,
             height=220,
-            missing="no data",
+            missing="no sales",
         ),
         "stores": charts.bar_chart(
             [(s.label, s.total) for s in r.stores], "Sales by store", amount, width=HALF
