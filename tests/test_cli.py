@@ -273,3 +273,90 @@ def test_report_and_coupon_export_are_readable_by_their_owner_only(folder: Path)
     for path in (report, export):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert sorted(p.name for p in report.parent.iterdir()) == ["coupons.csv", "june.html"]
+
+
+# --- what a run and status show at a terminal ---------------------------------------------------
+def test_a_run_with_nothing_to_do_says_so(folder: Path) -> None:
+    assert cli(folder, "init", "--demo").returncode == 0
+    result = cli(folder, "run")
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.strip().splitlines()
+    assert line.endswith(": nothing new in file://./data/bucket/sales_data/")
+    assert line.startswith("run 1 (duckdb): succeeded")
+    as_json = cli(folder, "run", "--json")  # unchanged: the summary, with no files
+    summary = json.loads(as_json.stdout)
+    assert (summary["files_seen"], summary["files"]) == (0, [])
+
+
+def test_run_and_status_tables_tell_files_apart_at_80_columns(folder: Path) -> None:
+    assert cli(folder, "init", "--demo").returncode == 0
+    generate = ["generate", "--date", "2024-06-01", "--rows", "20", "--files", "4"]
+    assert cli(folder, *generate, "--bad-rows", "0.1").returncode == 0
+    broken = ["--date", "2024-06-02", "--files", "1", "--drop-column", "sales_person_id"]
+    assert cli(folder, "generate", *broken).returncode == 0
+    narrow = {"COLUMNS": "80"}
+    for command in ("run", "status"):
+        result = cli(folder, command, env=narrow)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert max(len(line) for line in lines) <= 80, result.stdout
+        text = result.stdout
+        for store in (1, 2, 3, 4):  # each file's distinguishing tail is shown whole
+            assert f"{store}_2024-06-01_0{store}.csv" in text, text
+        assert "1_2024-06-02_01.csv" in text and "2024-06-01/" in text
+        assert "sales_person" in text  # the quarantine note wraps, it is not cut
+    wide = cli(folder, "status", env={"COLUMNS": "160"})
+    assert "2024-06-01/sales_store1_2024-06-01_01.csv" in wide.stdout
+
+
+def test_fit_key_keeps_what_tells_files_apart() -> None:
+    from retail_etl.reports.terminal import fit_key
+
+    assert fit_key("2024-06-01/a.csv", 20) == "2024-06-01/a.csv"
+    assert fit_key("2024-06-01/sales_store1_01.csv", 20) == "2024-06-01/\nsales_store1_01.csv"
+    assert fit_key("2024-06-01/sales_store12_01.csv", 16) == "2024-06-01/\n…_store12_01.csv"
+    assert fit_key("a/b/c/d.csv", 6) == "a/b/c/\nd.csv"
+
+
+def test_the_demo_lands_a_realistic_chain_up_to_yesterday(folder: Path) -> None:
+    from datetime import date, timedelta
+
+    result = cli(folder, "demo")  # the defaults, as `make demo` runs them
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    assert "Sample chain: 12 stores, 84 sales people, 60 products, 3,000 customers" in out
+    landed = re.search(
+        r"Landed ([\d,]+) files in file://\./data/bucket/sales_data/: 92 days "
+        r"\((\S+) to (\S+)\), ([\d,]+) sales lines, 12 stores, ([\d,]+) customers buying",
+        out,
+    )
+    assert landed, out
+    yesterday = date.today() - timedelta(days=1)
+    assert landed.group(3) == yesterday.isoformat()
+    assert int(landed.group(1).replace(",", "")) == 92 * 12 + 2
+    assert int(landed.group(5).replace(",", "")) > 2_000
+    archived = folder / "data" / "bucket" / "sales_data_processed"
+    days = {p.parent.name for p in archived.rglob("*.csv")}
+    assert max(days) == yesterday.isoformat(), "no file dated today or later"
+    assert len({d[:7] for d in days}) >= 3, "a few months of history"
+    monthly = Path(re.search(r"monthly report:\s+(\S+\.html)", result.stdout).group(1))
+    html = monthly.read_text(encoding="utf-8")
+    for segment in ("loyalty", "win-back", "welcome"):  # coupons across segments
+        assert re.search(rf"([\d,]+) {segment}", html), segment
+    assert html.count("top seller</span>") == 12  # one star per store
+    daily = Path(re.search(r"daily report:\s+(\S+\.html)", result.stdout).group(1))
+    assert yesterday.strftime("%d %B %Y") in daily.read_text(encoding="utf-8")
+    assert "... and" in result.stdout and "more processed files" in result.stdout
+
+
+def test_the_demo_report_month_is_the_last_whole_one() -> None:
+    from datetime import date
+
+    from retail_etl.tools.demo import Landed, report_month
+
+    def landed(first: date, last: date) -> Landed:
+        return Landed(1, 1, first, last, 1, 1, 1)
+
+    assert report_month(landed(date(2026, 9, 1), date(2026, 12, 1))) == "2026-11"
+    assert report_month(landed(date(2026, 9, 1), date(2026, 11, 30))) == "2026-11"
+    assert report_month(landed(date(2026, 11, 30), date(2026, 12, 1))) == "2026-12"

@@ -274,13 +274,14 @@ def run(
         raise typer.BadParameter("--metrics-file describes a real run, not a --dry-run")
     from retail_etl.reports import terminal
 
+    settings = _settings()
     summary = terminal.run_with_progress(
-        _settings(), engine, console, not as_json, wait, metrics_file, dry_run
+        settings, engine, console, not as_json, wait, metrics_file, dry_run
     )
     if as_json:
         _print_json(asdict(summary))
     else:
-        terminal.show_run(out, summary)
+        terminal.show_run(out, summary, terminal.landing_url(settings))
     if strict and (summary.files_quarantined or summary.rows_rejected):
         raise StrictError(
             f"--strict: {summary.files_quarantined} file(s) quarantined, "
@@ -366,16 +367,30 @@ def coupons(
 
 @app.command(short_help="The whole job on embedded defaults, in the current folder.")
 def demo(
-    days: Annotated[int, typer.Option(min=1, help="Days of sales to generate")] = 7,
-    rows: Annotated[int, typer.Option(min=1, help="Rows per file")] = 2000,
+    days: Annotated[int, typer.Option(min=1, max=3660, help="Days of sales, up to yesterday")] = 92,
+    rows: Annotated[
+        int, typer.Option(min=1, help="Sales lines per store and day, on average")
+    ] = 150,
+    customers: Annotated[
+        int, typer.Option(min=1, help="Customers of the chain", rich_help_panel=_CHAIN)
+    ] = 3_000,
+    stores: Annotated[
+        int, typer.Option(min=1, help="Stores of the chain", rich_help_panel=_CHAIN)
+    ] = 12,
+    products: Annotated[
+        int, typer.Option(min=1, help="Products of the chain", rich_help_panel=_CHAIN)
+    ] = 60,
 ) -> None:
-    """The whole job on embedded defaults: init --demo, generate, run, report."""
+    """The whole job on embedded defaults: init --demo with a chain of a dozen stores,
+    a few months of daily sales files up to yesterday, run, and the monthly and daily
+    reports."""
     from retail_etl.storage import open_store
     from retail_etl.tools.demo import run_demo
+    from retail_etl.tools.sample_data import ChainSize
 
     settings = _settings()
     open_store(settings.storage, create=True)  # demo plays init
-    run_demo(settings, days, rows, out)
+    run_demo(settings, days, rows, out, ChainSize(customers, stores, products))
 
 
 _PROFILE = "profile (default: the small sample chain; realistic: a real chain's size)"

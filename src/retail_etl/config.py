@@ -297,6 +297,17 @@ class SecretsSettings(_Section):
     )
 
 
+class ReportSettings(_Section):
+    currency: str | None = Field(
+        None,
+        min_length=1,
+        max_length=8,
+        pattern=r"^[^\s<>&\"']+$",
+        description='Shown with every amount in reports: a symbol before it ("€" gives '
+        '€1,234.50), a code after it ("EUR" gives 1,234.50 EUR); unset: amounts alone',
+    )
+
+
 class LogSettings(_Section):
     dir: Path = Field(Path("./data/logs"), description="Folder of the JSON-lines log")
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -317,6 +328,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = EngineSettings()
     rules: RulesSettings = RulesSettings()
     log: LogSettings = LogSettings()
+    report: ReportSettings = ReportSettings()
     secrets: SecretsSettings = SecretsSettings()
 
     @model_validator(mode="wrap")

@@ -4,7 +4,7 @@ self-contained, money formatted, everything from data escaped."""
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -88,7 +88,9 @@ def test_daily_figures(loaded: Env) -> None:
     ]
     trend = dict(r.trend)
     assert len(r.trend) == daily_report.TREND_DAYS and r.trend[-1][0] == DAY
-    assert trend[date(2024, 3, 4)] == D("15.09") and trend[date(2024, 3, 3)] == D("0")
+    assert trend[date(2024, 3, 4)] == D("15.09")
+    assert trend[date(2024, 3, 3)] is None  # no sales loaded: a gap, not 0
+    assert r.days_without_sales == [date(2024, 2, 21) + timedelta(days=i) for i in range(12)]
 
 
 def test_daily_files_and_reject_reasons(loaded: Env) -> None:
@@ -222,6 +224,47 @@ def test_daily_html(loaded: Env) -> None:
     assert "Tuesday 05 March 2024" in html
     assert "quantity is not greater than 0" in html and "2024-03-05/broken.csv" in html
 
+    # days without data: gaps in the line, marked, and named under the chart
+    trend = html[html.index("Total sales per day") : html.index("</svg>")]
+    assert trend.count("<polyline") == 1  # only 4 and 5 March connect
+    assert trend.count('class="missing"') == 12 and "no sales" in trend and "no data" not in trend
+    assert "No sales loaded for Wed 21 Feb, Thu 22 Feb," in html
+    # a sales person's id is labelled as an id, not shown as a rank
+    assert "sales person id 3" in html and "customer id 4" in html
+    assert not re.search(r">#\d", html)
+
+
+def test_currency_is_shown_with_every_amount(loaded: Env) -> None:
+    r = daily(loaded)
+    plain = reports.render_daily(r)
+    assert "1,282.58" in plain and "EUR" not in plain and "€" not in plain
+    code = reports.render_daily(r, "EUR")
+    assert "1,282.58 EUR" in code and "1,234.50 EUR" in code  # KPI, tables, charts
+    assert "Total sales per day" in code and "12.38 EUR" in code
+    assert "in EUR." in code  # the footnote says so
+    assert reports.money(D("-5"), "€") == "-€5.00"
+
+
+def test_currency_symbol_in_the_monthly_report(months: Env) -> None:
+    symbol = reports.render_monthly(monthly_report.build(months.warehouse, "2024-03"), "€")
+    assert "€1,140.00" in symbol and "€380.00" in symbol and "€11.20" in symbol
+    assert "10.00% off" in symbol and "€10.00%" not in symbol  # a discount is no amount
+
+
+def test_currency_setting_reaches_the_report_command(tmp_path: Path) -> None:
+    (tmp_path / "retail-etl.toml").write_text('[report]\ncurrency = "EUR"\n')
+    assert cli(tmp_path, "init", "--demo").returncode == 0
+    args = ["generate", "--date", "2024-06-01", "--rows", "50", "--files", "2"]
+    assert cli(tmp_path, *args).returncode == 0
+    assert cli(tmp_path, "run").returncode == 0
+    for period in (["--month", "2024-06"], ["--date", "2024-06-01"]):
+        result = cli(tmp_path, "report", *period, "--out", "r.html")
+        assert result.returncode == 0, result.stderr
+        html = (tmp_path / "r.html").read_text(encoding="utf-8")
+        assert re.search(r"\d,\d{3}\.\d\d EUR", html), period
+    bad = cli(tmp_path, "status", env={"RETAIL_ETL_REPORT__CURRENCY": "<b>"})
+    assert bad.returncode == 2 and "report.currency" in bad.stderr
+
 
 # --- monthly ------------------------------------------------------------------------------------
 def sale(c: int, store: int, person: int, day: str, total: str) -> str:
@@ -302,6 +345,61 @@ def test_monthly_html(months: Env) -> None:
     assert html.count('class="winner"') == 3  # both tied sellers of store 1, one of store 2
     assert html.count("<svg") == 4 and "<polyline" in html
     assert "March 2024" in html and "win-back" in html
+    # a manager's subtitle: no warehouse table names
+    assert (
+        "Sales, sales team and coupons of March 2024, 2 stores, compared with February 2024" in html
+    )
+    assert "_data_mart" not in html and "customer_coupons" not in html
+    assert "sales person id 4" in html and "customer id 4" in html
+    assert not re.search(r">#\d", html)
+
+
+def test_coupons_are_listed_in_the_order_of_their_rank(env: Env) -> None:
+    rules = {
+        "coupons": [
+            {"kind": "top_spenders", "segment": "loyalty", "discount_pct": 10, "share": 1},
+        ]
+    }
+    ranked = env.with_settings(rules=rules)
+    # customer ids in the opposite order of their spend
+    ranked.land(
+        "apr.csv",
+        csv_text(
+            sale(1, 1, 2, "2024-04-01", "10.00"),
+            sale(2, 1, 2, "2024-04-01", "30.00"),
+            sale(3, 1, 2, "2024-04-01", "20.00"),
+            sale(4, 1, 2, "2024-04-01", "50.00"),
+        ),
+    )
+    ranked.run()
+    r = monthly_report.build(ranked.warehouse, "2024-04", ranked.settings.rules)
+    html = reports.render_monthly(r)
+    listed = re.findall(r"rank (\d+), spent", html)
+    assert listed == ["1", "2", "3", "4"]
+    assert [c["customer_id"] for c in r.coupons] == [4, 2, 3, 1]
+
+
+def test_spend_drop_coupons_are_listed_by_how_far_spend_fell() -> None:
+    from retail_etl.config import DEFAULT_COUPON_RULES
+
+    listing = [
+        {"segment": "win-back", "customer_id": 1, "total_sales": D("40.00")},  # fell 60%
+        {"segment": "win-back", "customer_id": 2, "total_sales": D("0.00")},  # fell 100%
+        {"segment": "loyalty", "customer_id": 3, "total_sales": D("90.00")},
+        {"segment": "win-back", "customer_id": 3, "total_sales": D("10.00")},  # fell 90%
+        {"segment": "welcome", "customer_id": 5, "total_sales": D("5.00")},
+        {"segment": "loyalty", "customer_id": 6, "total_sales": D("95.00")},
+    ]
+    previous = {1: D("100.00"), 2: D("50.00"), 3: D("100.00")}
+    ordered = monthly_report.coupon_order(listing, DEFAULT_COUPON_RULES, previous)
+    assert [(c["segment"], c["customer_id"]) for c in ordered] == [
+        ("loyalty", 6),
+        ("loyalty", 3),
+        ("win-back", 2),
+        ("win-back", 3),
+        ("win-back", 1),
+        ("welcome", 5),
+    ]
 
 
 def test_month_without_sales_still_renders(env: Env) -> None:

@@ -12,10 +12,11 @@ import os
 import tempfile
 from datetime import date, datetime
 from decimal import Decimal
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
+from jinja2 import Environment, PackageLoader, StrictUndefined, pass_context
+from jinja2.runtime import Context
 
 from retail_etl.config import Settings
 from retail_etl.marts.coupons import shift_month
@@ -28,11 +29,30 @@ from retail_etl.storage import open_store
 from retail_etl.warehouse import Warehouse
 
 
-def money(value: Decimal | int | None) -> str:
-    """1234.5 -> '1,234.50'; None -> '–'."""
+def money(value: Decimal | int | None, currency: str | None = None) -> str:
+    """1234.5 -> '1,234.50'; with a currency symbol '€1,234.50', with a code (letters)
+    '1,234.50 EUR'; None -> '–'."""
     if value is None:
         return "–"
-    return f"{Decimal(value).quantize(Decimal('0.01')):,.2f}"
+    amount = Decimal(value).quantize(Decimal("0.01"))
+    text = f"{abs(amount):,.2f}"
+    sign = "-" if amount < 0 else ""
+    if not currency:
+        return sign + text
+    if currency.isalpha() and currency.isascii():
+        return f"{sign}{text} {currency}"
+    return f"{sign}{currency}{text}"
+
+
+@pass_context
+def _money_filter(context: Context, value: Decimal | int | None) -> str:
+    """`|money` in a template: with the currency the report was rendered with."""
+    return money(value, context.get("currency"))
+
+
+def plain(value: Decimal | int | None) -> str:
+    """A number with two decimals and no currency (a discount's percent)."""
+    return money(value)
 
 
 def number(value: int | None) -> str:
@@ -54,7 +74,7 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(money=money, number=number, percent=percent)
+    env.filters.update(money=_money_filter, plain=plain, number=number, percent=percent)
     return env
 
 
@@ -67,30 +87,32 @@ def _count(value: Decimal | int) -> str:
     return number(int(value))
 
 
-def render_daily(report: DailyReport) -> str:
+def render_daily(report: DailyReport, currency: str | None = None) -> str:
     r = report
+    amount = partial(money, currency=currency)
     figures = {
         "trend": charts.line_chart(
             [d.strftime("%d %b") for d, _t in r.trend],
             [("Total sales", [t for _d, t in r.trend])],
             f"Total sales per day, {len(r.trend)} days to {r.day.isoformat()}",
-            money,
+            amount,
             width=FULL,
             height=220,
+            missing="no sales",
         ),
         "stores": charts.bar_chart(
-            [(s.label, s.total) for s in r.stores], "Sales by store", money, width=HALF
+            [(s.label, s.total) for s in r.stores], "Sales by store", amount, width=HALF
         ),
         "customers": charts.bar_chart(
             [(c.label, c.total) for c in r.customers],
             "Top customers of the day",
-            money,
+            amount,
             width=HALF,
         ),
         "products": charts.bar_chart(
             [(p.label, p.total) for p in r.products[:15]],
             "Sales by product (top 15)",
-            money,
+            amount,
             width=FULL,
         ),
         "reasons": charts.bar_chart(
@@ -109,32 +131,34 @@ def render_daily(report: DailyReport) -> str:
             quarantined=[f for f in r.files if f.status == "E"],
             duplicates=[f for f in r.files if f.status == "D"],
             generated=datetime.now().replace(microsecond=0),
+            currency=currency,
         )
     )
 
 
-def render_monthly(report: MonthlyReport) -> str:
+def render_monthly(report: MonthlyReport, currency: str | None = None) -> str:
     r = report
+    amount = partial(money, currency=currency)
     sellers = [(s, p) for s in r.stores for p in s.sellers]
     figures = {
         "trend": charts.line_chart(
             [date.fromisoformat(f"{m}-01").strftime("%b %Y") for m in r.trend_months],
             r.trend,
             f"Sales per store, months to {r.month}",
-            money,
+            amount,
             width=FULL,
         ),
         "sellers": charts.bar_chart(
             [(f"{s.label} · {p.name}", p.total) for s, p in sellers],
             f"Sales per sales person, {r.month}",
-            money,
+            amount,
             highlight=[p.winner for _s, p in sellers],
             width=FULL,
         ),
         "spenders": charts.bar_chart(
             [(c.name, c.total) for c in r.top_spenders],
             f"Top spenders, {r.month}",
-            money,
+            amount,
             width=HALF,
         ),
         "distribution": charts.column_chart(
@@ -150,8 +174,10 @@ def render_monthly(report: MonthlyReport) -> str:
             charts=figures,
             month_name=first_day.strftime("%B %Y"),
             previous_month=shift_month(r.month, -1),
+            previous_name=date.fromisoformat(f"{shift_month(r.month, -1)}-01").strftime("%B %Y"),
             winners=[p for _s, p in sellers if p.winner],
             generated=datetime.now().replace(microsecond=0),
+            currency=currency,
         )
     )
 
@@ -160,7 +186,8 @@ def daily_html(settings: Settings, day: date) -> str:
     warehouse = Warehouse(settings.warehouse)
     try:
         warehouse.ensure_installed()
-        return render_daily(build_day(settings, warehouse, open_store(settings.storage), day))
+        report = build_day(settings, warehouse, open_store(settings.storage), day)
+        return render_daily(report, settings.report.currency)
     finally:
         warehouse.dispose()
 
@@ -169,7 +196,9 @@ def monthly_html(settings: Settings, month: str) -> str:
     warehouse = Warehouse(settings.warehouse)
     try:
         warehouse.ensure_installed()
-        return render_monthly(build_month(warehouse, month))
+        return render_monthly(
+            build_month(warehouse, month, settings.rules), settings.report.currency
+        )
     finally:
         warehouse.dispose()
 

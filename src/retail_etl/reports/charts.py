@@ -245,8 +245,10 @@ def line_chart(
     fmt: Formatter = compact,
     width: float = WIDTH,
     height: float = 260.0,
+    missing: str | None = None,
 ) -> Markup:
-    """One line per series over the x labels (None: no point); a legend below."""
+    """One line per series over the x labels (None: no point, and a gap in the line); a
+    legend below. `missing` marks the x positions where no series has a point."""
     values = [float(v) for _n, vs in series for v in vs if v is not None]
     if not x_labels or not values:
         return _empty(title, width)
@@ -271,6 +273,23 @@ def line_chart(
                     label,
                 )
             )
+    if missing:  # x positions where no series has data, marked on the axis
+        for i in range(len(x_labels)):
+            if all(i >= len(points) or points[i] is None for _n, points in series):
+                children.append(
+                    _el(
+                        "text",
+                        {
+                            "x": xs[i],
+                            "y": top + plot[3] - 6,
+                            "text-anchor": "middle",
+                            "fill": "#9ca3af",
+                            "font-size": "10",
+                            "class": "missing",
+                        },
+                        missing,
+                    )
+                )
     for index, (name, points) in enumerate(series):
         color = PALETTE[index % len(PALETTE)]
         coords = [
@@ -279,12 +298,21 @@ def line_chart(
             if v is not None
         ]
         group = [_el("title", None, name)]
-        if len(coords) > 1:
+        # A point without data breaks the line: a gap, never a drop to 0.
+        runs: list[list[tuple[float, float]]] = [[]]
+        for i, v in enumerate(points):
+            if v is None:
+                runs.append([])
+            else:
+                runs[-1].append((xs[i], top + plot[3] - float(v) / ceiling * plot[3]))
+        for run in runs:
+            if len(run) < 2:
+                continue
             group.append(
                 _el(
                     "polyline",
                     {
-                        "points": " ".join(f"{_f(x)},{_f(y)}" for x, y, _l, _v in coords),
+                        "points": " ".join(f"{_f(x)},{_f(y)}" for x, y in run),
                         "fill": "none",
                         "stroke": color,
                         "stroke-width": 2.5,

@@ -88,7 +88,7 @@ class DailyReport:
     customers: list[Line] = field(default_factory=list)
     customer_count: int = 0
     sales_people: list[Line] = field(default_factory=list)
-    trend: list[tuple[date, Decimal]] = field(default_factory=list)
+    trend: list[tuple[date, Decimal | None]] = field(default_factory=list)
     runs: list[int] = field(default_factory=list)
     files: list[FileLine] = field(default_factory=list)
     rows_rejected: int = 0
@@ -99,6 +99,11 @@ class DailyReport:
     @property
     def has_sales(self) -> bool:
         return self.sales_rows > 0
+
+    @property
+    def days_without_sales(self) -> list[date]:
+        """The trend's days with no loaded sales (no files, or none of their rows valid)."""
+        return [d for d, total in self.trend if total is None]
 
 
 def _names(conn: Connection, table: Any, key: Any, ids: set[int]) -> dict[int, str]:
@@ -196,11 +201,14 @@ def _sales(conn: Connection, report: DailyReport) -> None:
     report.products = sorted(products.values(), key=lambda p: (-p.total, p.label))
 
     first = day - timedelta(days=TREND_DAYS - 1)
-    per_day: dict[date, Decimal] = {first + timedelta(days=i): ZERO for i in range(TREND_DAYS)}
+    # None for a day without loaded sales: drawn as a gap, not as a day that sold nothing.
+    per_day: dict[date, Decimal | None] = {
+        first + timedelta(days=i): None for i in range(TREND_DAYS)
+    }
     for sales_date, total in conn.execute(
         select(sp.c.sales_date, sp.c.total_sales).where(sp.c.sales_date.between(first, day))
     ):
-        per_day[sales_date] += total
+        per_day[sales_date] = (per_day[sales_date] or ZERO) + total
     report.trend = sorted(per_day.items())
 
 

@@ -7,12 +7,14 @@ are one per customer of the month and one per sales person, store and month for 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sqlalchemy import select
 
+from retail_etl.config import CouponRule, RulesSettings
 from retail_etl.marts import coupons
 from retail_etl.marts.coupons import month_start, shift_month
 from retail_etl.reports.charts import compact, nice_step
@@ -118,7 +120,30 @@ def distribution(spends: list[Decimal], buckets: int = 8) -> list[tuple[str, int
     ]
 
 
-def build(warehouse: Warehouse, month: str) -> MonthlyReport:
+def coupon_order(
+    listing: list[dict[str, Any]],
+    rules: Sequence[CouponRule],
+    previous: dict[int, Decimal],
+) -> list[dict[str, Any]]:
+    """Coupons by segment, in rule order, then by the rank their reason gives: top spenders
+    and first purchases by spend (highest first), a spend drop by how far it fell (then by
+    what was spent before); ties by customer id."""
+    order = {rule.segment: (index, rule.kind) for index, rule in enumerate(rules)}
+
+    def key(c: dict[str, Any]) -> tuple[Any, ...]:
+        index, kind = order.get(c["segment"], (len(order), ""))
+        spent = c["total_sales"] or ZERO
+        if kind == "spend_drop":
+            before = previous.get(c["customer_id"], ZERO)
+            fell = (before - spent) / before if before else Decimal(0)
+            return (index, c["segment"], -fell, -before, c["customer_id"])
+        return (index, c["segment"], -spent, Decimal(0), c["customer_id"])
+
+    return sorted(listing, key=key)
+
+
+def build(warehouse: Warehouse, month: str, rules: RulesSettings | None = None) -> MonthlyReport:
+    coupon_rules = (rules or RulesSettings()).coupons
     report = MonthlyReport(month)
     cm, tm = customers_data_mart, sales_team_data_mart
     first_day = month_start(month)
@@ -131,14 +156,14 @@ def build(warehouse: Warehouse, month: str) -> MonthlyReport:
                 )
             )
         ]
-        previous = [
-            r.total_sales
-            for r in conn.execute(
-                select(cm.c.total_sales).where(
+        previous_by_customer: dict[int, Decimal] = dict(
+            conn.execute(
+                select(cm.c.customer_id, cm.c.total_sales).where(
                     cm.c.sales_date_month == month_start(shift_month(month, -1))
                 )
-            )
-        ]
+            ).fetchall()
+        )
+        previous = list(previous_by_customer.values())
         months = [shift_month(month, -i) for i in range(TREND_MONTHS - 1, -1, -1)]
         team_rows = conn.execute(
             select(tm).where(tm.c.sales_month.in_(months)).order_by(tm.c.store_id)
@@ -198,14 +223,14 @@ def build(warehouse: Warehouse, month: str) -> MonthlyReport:
                     points.append(per_store_month.get((entry.store_id, m), ZERO))
             report.trend.append((entry.label, points))
 
-    listing = coupons.listing(warehouse, month)
+    listing = coupon_order(coupons.listing(warehouse, month), coupon_rules, previous_by_customer)
     report.coupon_count = len(listing)
     report.coupons = listing[:COUPON_ROWS]
     segments: dict[str, tuple[int, Decimal]] = {}
-    for c in listing:
+    for c in listing:  # in rule order, as listed
         n, _pct = segments.get(c["segment"], (0, c["discount_pct"]))
         segments[c["segment"]] = (n + 1, c["discount_pct"])
-    report.coupon_segments = [(s, n, pct) for s, (n, pct) in sorted(segments.items())]
+    report.coupon_segments = [(s, n, pct) for s, (n, pct) in segments.items()]
     by_customer = {c["customer_id"]: c["segment"] for c in listing}
     report.top_spenders = sorted(spenders, key=lambda s: (-s.total, s.customer_id))[:TOP]
     for spender in report.top_spenders:

@@ -4,6 +4,7 @@ works, then Rich tables."""
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from retail_etl.config import Settings
 from retail_etl.progress import TerminalProgress
 from retail_etl.run import RunSummary
 from retail_etl.run import run as run_pipeline
-from retail_etl.run.dry_run import dry_run
+from retail_etl.run.dry_run import DRY_RUN, dry_run
 
 
 def run_with_progress(
@@ -39,29 +40,115 @@ def run_with_progress(
         )
 
 
-def show_run(out: Console, summary: RunSummary) -> None:
-    table = Table(
-        title=f"run {summary.run_id} ({summary.engine}): "
-        f"{summary.outcome} in {summary.seconds:.1f}s"
-    )
-    for column in ("file", "status", "rows", "valid", "rejected", "note"):
-        table.add_column(column)
-    for f in summary.files:
-        table.add_row(
+# The widest file name column needs (then names wrap at their folders), and the least.
+MIN_FILE_WIDTH = 20
+MIN_NOTE_WIDTH = 12
+
+
+def fit_key(name: str, width: int) -> str:
+    """A file name in at most `width` columns a line, keeping what tells files apart: whole
+    when it fits, else broken after its folders ("2026-08-01/" and "sales_store1_....csv" on
+    lines of their own), and a part still too long keeps its tail behind an ellipsis."""
+    if len(name) <= width:
+        return name
+    lines: list[str] = []
+    for part in re.findall(r"[^/]*/|[^/]+$", name):
+        if lines and len(lines[-1]) + len(part) <= width:
+            lines[-1] += part
+        else:
+            lines.append(part if len(part) <= width else "…" + part[-(width - 1) :])
+    return "\n".join(lines)
+
+
+def _file_table(
+    out: Console, title: str, columns: list[str], rows: list[list[str]], file_at: int
+) -> Table:
+    """A table whose file column gets the width the other columns leave, its names fitted to
+    it (fit_key), and whose last column (a note or message) wraps."""
+    table = Table(title=title)
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    last = len(columns) - 1
+    widths[last] = min(widths[last], MIN_NOTE_WIDTH)
+    others = sum(w for i, w in enumerate(widths) if i != file_at)
+    room = max(MIN_FILE_WIDTH, out.width - others - 3 * len(columns) - 1)
+    file_width = min(widths[file_at], room)
+    for index, column in enumerate(columns):
+        if index == file_at:
+            table.add_column(column, min_width=file_width, no_wrap=True)
+        elif index == last:
+            table.add_column(column, overflow="fold")
+        elif column in ("id", "rows", "valid", "rejected"):
+            table.add_column(column, justify="right", no_wrap=True)
+        else:
+            table.add_column(column, no_wrap=True)
+    for row in rows:
+        cells = list(row)
+        cells[file_at] = fit_key(cells[file_at], file_width)
+        table.add_row(*cells)
+    return table
+
+
+def landing_url(settings: Settings) -> str:
+    return f"{settings.storage.url.rstrip('/')}/{settings.storage.landing_prefix}"
+
+
+def show_run(
+    out: Console, summary: RunSummary, landing_url: str, max_files: int | None = None
+) -> None:
+    """The run's files as a table, or "nothing new in <landing URL>" when it found none.
+    With max_files, a longer list keeps the files with something to say (not processed,
+    rejected rows, a note) and as many others as fit, and says how many it left out."""
+    title = f"run {summary.run_id} ({summary.engine}): {summary.outcome} in {summary.seconds:.1f}s"
+    if not summary.files and summary.outcome in ("succeeded", DRY_RUN):
+        out.print(f"{title}: nothing new in {landing_url}", soft_wrap=True, highlight=False)
+        return
+    files = summary.files
+    left_out = 0
+    if max_files is not None and len(files) > max_files:
+        notable = [f for f in files if f.status != "I" or f.rows_rejected or f.message]
+        kept = {f.id for f in notable[:max_files]}
+        for f in files:
+            if len(kept) >= max_files:
+                break
+            kept.add(f.id)
+        left_out = len(files) - len(kept)
+        files = [f for f in files if f.id in kept]
+    rows = [
+        [
             f.file_name,
             f.status,
             str(f.rows_read),
             str(f.rows_valid),
             str(f.rows_rejected),
             f.message or "",
-        )
-    out.print(table)
+        ]
+        for f in files
+    ]
+    columns = ["file", "status", "rows", "valid", "rejected", "note"]
+    out.print(_file_table(out, title, columns, rows, 0))
+    if left_out:
+        out.print(f"... and {left_out} more processed files (retail-etl status lists the latest)")
     out.print(
         f"files: {summary.files_processed} processed, {summary.files_quarantined} quarantined, "
         f"{summary.files_duplicate} duplicate, {summary.files_corrected} corrections, "
         f"{summary.files_resumed} resumed; rows: {summary.rows_valid} valid, "
         f"{summary.rows_rejected} rejected"
     )
+    if summary.rules:
+        out.print("rules broken: " + top_rules(summary.rules, len(summary.rules)), soft_wrap=True)
+    if summary.outcome == DRY_RUN:
+        changes = ", ".join(
+            f"{month}: {marts['customers_data_mart']} customer and "
+            f"{marts['sales_team_data_mart']} sales-team rows"
+            for month, marts in summary.mart_rows_changed.items()
+        )
+        out.print(f"dry run, nothing changed; the marts would change in {changes or 'no month'}")
+
+
+def top_rules(rules: dict[str, int], count: int = 3) -> str:
+    """The most broken rules first: 'quantity is not an integer (6), ...'."""
+    ranked = sorted(rules.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{rule} ({n})" for rule, n in ranked[:count])
 
 
 def show_status(out: Console, data: dict[str, Any]) -> None:
@@ -69,36 +156,29 @@ def show_status(out: Console, data: dict[str, Any]) -> None:
     out.print(f"warehouse: {data['warehouse']}")
     out.print("files: " + ", ".join(f"{s}={n}" for s, n in data["files_by_status"].items()))
     runs = Table(title="recent runs")
-    for column in (
-        "run",
-        "started",
-        "outcome",
-        "engine",
-        "files",
-        "valid rows",
-        "rejected",
-        "seconds",
-        "message",
-    ):
-        runs.add_column(column)
+    for column in ("run", "started", "outcome", "engine", "files", "valid", "rejected", "secs"):
+        numeric = column in ("run", "files", "valid", "rejected", "secs")
+        runs.add_column(column, justify="right" if numeric else "left", no_wrap=True)
+    runs.add_column("note", overflow="fold", min_width=4)
     for r in data["recent_runs"]:
+        started = r["started_at"]
         runs.add_row(
             str(r["run_id"]),
-            str(r["started_at"]),
+            # the day above the time: the whole timestamp in 10 columns
+            started.strftime("%Y-%m-%d\n%H:%M:%S")
+            if hasattr(started, "strftime")
+            else str(started),
             r["outcome"],
             r["engine"],
             str(r["files_processed"] or 0),
             str(r["rows_valid"] or 0),
             str(r["rows_rejected"] or 0),
             f"{r['seconds'] or 0:.1f}",
-            r["message"] or "",
+            r["message"] or top_rules(r.get("rules") or {}),
         )
     out.print(runs)
-    files = Table(title="recent files")
-    for column in ("id", "file", "status", "rows", "valid", "rejected", "message"):
-        files.add_column(column)
-    for f in data["recent_files"]:
-        files.add_row(
+    rows = [
+        [
             str(f["id"]),
             f["file_name"],
             f["status"],
@@ -106,5 +186,9 @@ def show_status(out: Console, data: dict[str, Any]) -> None:
             str(f["rows_valid"] or 0),
             str(f["rows_rejected"] or 0),
             f["message"] or "",
-        )
+        ]
+        for f in data["recent_files"]
+    ]
+    columns = ["id", "file", "status", "rows", "valid", "rejected", "message"]
+    files = _file_table(out, "recent files", columns, rows, 1)
     out.print(files)

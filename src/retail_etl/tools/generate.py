@@ -167,7 +167,7 @@ _BAD_VALUES = {
     "sales_date": "2024-02-30",
     "price": "abc",
     "store_id": "",
-    "sales_person_id": "77",
+    "sales_person_id": "999999",
 }
 
 
@@ -227,18 +227,22 @@ def generate(
                     catalogue, day, where, rows, rng, extra_columns, drop_columns, bad_fraction
                 )
                 name = f"{day.isoformat()}/sales_{source}_{day.isoformat()}_{index + 1:02d}.csv"
-                local = Path(tmp) / "out.csv"
-                pacsv.write_csv(
-                    table, local, pacsv.WriteOptions(quoting_style="needed", quoting_header="none")
-                )
-                if compress:
-                    with (
-                        open(local, "rb") as src,
-                        gzip.open(Path(tmp) / "out.csv.gz", "wb", compresslevel=1) as dst,
-                    ):
-                        shutil.copyfileobj(src, dst, 1 << 20)
-                    local, name = Path(tmp) / "out.csv.gz", name + ".gz"
-                key = landing_prefix + name
-                store.upload(local, key)
-                written.append((key, local.stat().st_size))
+                written.append(land(store, landing_prefix + name, table, Path(tmp), compress))
     return written
+
+
+def land(
+    store: ObjectStore, key: str, table: pa.Table, tmp: Path, compress: bool = False
+) -> tuple[str, int]:
+    """Upload one file's rows as CSV (.csv.gz with compress) at key; returns (key, bytes)."""
+    local = tmp / "out.csv"
+    pacsv.write_csv(table, local, pacsv.WriteOptions(quoting_style="needed", quoting_header="none"))
+    if compress:
+        with (
+            open(local, "rb") as src,
+            gzip.open(tmp / "out.csv.gz", "wb", compresslevel=1) as dst,
+        ):
+            shutil.copyfileobj(src, dst, 1 << 20)
+        local, key = tmp / "out.csv.gz", key + ".gz"
+    store.upload(local, key)
+    return key, local.stat().st_size
