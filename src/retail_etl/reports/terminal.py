@@ -135,7 +135,7 @@ def show_run(
         f"{summary.rows_rejected} rejected"
     )
     if summary.rules:
-        out.print("rules broken: " + top_rules(summary.rules, len(summary.rules)), soft_wrap=True)
+        out.print("rules broken: " + top_rules(summary.rules, len(summary.rules)))
     if summary.outcome == DRY_RUN:
         changes = ", ".join(
             f"{month}: {marts['customers_data_mart']} customer and "
