@@ -99,6 +99,8 @@ def show_run(
     With max_files, a longer list keeps the files with something to say (not processed,
     rejected rows, a note) and as many others as fit, and says how many it left out."""
     title = f"run {summary.run_id} ({summary.engine}): {summary.outcome} in {summary.seconds:.1f}s"
+    if summary.outcome == DRY_RUN:  # no run id: nothing was recorded
+        title = f"dry run ({summary.engine}) in {summary.seconds:.1f}s"
     if not summary.files and summary.outcome in ("succeeded", DRY_RUN):
         out.print(f"{title}: nothing new in {landing_url}", soft_wrap=True, highlight=False)
         return
