@@ -215,3 +215,12 @@ def test_dry_run_from_the_command_line(embedded: Env) -> None:
     assert ledger(embedded) == []  # nothing registered
     assert retail_etl(embedded, "run", "--dry-run", "--strict").returncode == 9
     assert embedded.run().rows_valid == 2
+
+
+def test_a_metrics_file_that_cannot_be_written_is_a_work_folder_error(embedded: Env) -> None:
+    embedded.land("2024-03-01/good.csv", csv_text(GOOD))
+    (embedded.root / "not-a-folder").write_text("")
+    result = retail_etl(embedded, "run", "--metrics-file", "not-a-folder/retail_etl.prom")
+    assert result.returncode == 7
+    assert "metrics file not-a-folder/retail_etl.prom" in result.stderr
+    assert ledger(embedded)[0]["status"] == "I"  # the run itself is done

@@ -21,9 +21,15 @@ PREFIX = "retail_etl_"
 
 
 def write_metrics(
-    path: Path, summary: RunSummary, started: datetime, finished: datetime, warehouse: Warehouse
+    path: Path,
+    summary: RunSummary,
+    started: datetime,
+    finished: datetime,
+    warehouse: Warehouse,
+    quiet: bool = False,
 ) -> None:
-    """The run's metrics into path. Raises WorkFolderError when path cannot be written."""
+    """The run's metrics into path. Raises WorkFolderError when path cannot be written
+    (quiet: logs it instead, when another error is already on its way)."""
     registry = CollectorRegistry()
 
     def gauge(name: str, help_text: str, value: float, **labels: str) -> None:
@@ -91,7 +97,10 @@ def write_metrics(
         path.parent.mkdir(parents=True, exist_ok=True)
         write_to_textfile(str(path), registry)
     except OSError as exc:
-        raise WorkFolderError(f"metrics file {path}: {exc.strerror or exc}") from exc
+        error = WorkFolderError(f"metrics file {path}: {exc.strerror or exc}")
+        if not quiet:
+            raise error from exc
+        log.warning(str(error))
 
 
 def _from_ledger(warehouse: Warehouse) -> tuple[datetime | None, datetime | None]:

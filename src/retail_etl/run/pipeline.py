@@ -63,23 +63,22 @@ def run(
     engine = engine_name or settings.engine.name
     timer = StageTimer(progress or NullProgress())
     started = datetime.now()
-    summary = RunSummary(0, engine, "failed")
     try:
         warehouse.ensure_installed()
         with run_lock(warehouse, wait_seconds):
             summary = _logged(settings, warehouse, engine, timer, checkpoint)
-            return summary
     except BaseException as exc:
-        summary = replace(summary, message=first_line(exc))
+        if metrics_file is not None:  # the run's own error matters more than the metrics'
+            failed = RunSummary(0, engine, "failed", seconds=timer.elapsed, message=first_line(exc))
+            failed = replace(failed, stage_seconds=dict(timer.seconds))
+            write_metrics(metrics_file, failed, started, datetime.now(), warehouse, quiet=True)
         raise
+    else:
+        if metrics_file is not None:
+            write_metrics(metrics_file, summary, started, datetime.now(), warehouse)
+        return summary
     finally:
-        try:
-            if metrics_file is not None:
-                if summary.outcome == "failed":
-                    summary = replace(summary, seconds=timer.elapsed, stage_seconds=timer.seconds)
-                write_metrics(metrics_file, summary, started, datetime.now(), warehouse)
-        finally:
-            warehouse.dispose()
+        warehouse.dispose()
 
 
 def _logged(
