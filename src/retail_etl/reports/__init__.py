@@ -136,10 +136,15 @@ def render_daily(report: DailyReport, currency: str | None = None) -> str:
     )
 
 
+SELLERS_CHARTED = 25
+
+
 def render_monthly(report: MonthlyReport, currency: str | None = None) -> str:
     r = report
     amount = partial(money, currency=currency)
     sellers = [(s, p) for s in r.stores for p in s.sellers]
+    # a chart a manager can read: the best sellers, the table below lists everyone
+    charted = sorted(sellers, key=lambda sp: -sp[1].total)[:SELLERS_CHARTED]
     figures = {
         "trend": charts.line_chart(
             [date.fromisoformat(f"{m}-01").strftime("%b %Y") for m in r.trend_months],
@@ -149,10 +154,15 @@ def render_monthly(report: MonthlyReport, currency: str | None = None) -> str:
             width=FULL,
         ),
         "sellers": charts.bar_chart(
-            [(f"{s.label} · {p.name}", p.total) for s, p in sellers],
-            f"Sales per sales person, {r.month}",
+            [(f"{s.label} · {p.name}", p.total) for s, p in charted],
+            f"Sales per sales person, {r.month}"
+            + (
+                f" (the top {len(charted)} of {len(sellers)})"
+                if len(charted) < len(sellers)
+                else ""
+            ),
             amount,
-            highlight=[p.winner for _s, p in sellers],
+            highlight=[p.winner for _s, p in charted],
             width=FULL,
         ),
         "spenders": charts.bar_chart(
