@@ -134,6 +134,10 @@ def test_the_metrics_file_parses_and_matches_the_run(env: Env, tmp_path: Path) -
     assert value("last_run_rows", kind="rejected") == summary.rows_rejected == 4
     for rule, n in summary.rules.items():
         assert value("last_run_rule_violations", rule=rule) == n
+    for stage, moved in summary.stage_bytes.items():
+        assert value("last_run_stage_transfer_bytes", stage=stage) == moved
+    assert summary.stage_bytes["fetch"] == len(KNOWN_BAD) + len(NOT_UTF8)
+    assert summary.stage_mb_per_s["fetch"] >= 0 and summary.stage_bytes["publish"] > 0
     assert value("last_run_lake_objects") == summary.lake_objects > 0
     assert value("last_run_lake_bytes") == summary.lake_bytes > 0
     assert value("oldest_pending_file_age_seconds") == 0

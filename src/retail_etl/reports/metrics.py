@@ -70,6 +70,13 @@ def write_metrics(
             count,
             rule=rule,
         )
+    for stage, moved in summary.stage_bytes.items():
+        gauge(
+            "last_run_stage_transfer_bytes",
+            "Bytes a transfer stage moved (fetch: downloaded, publish: uploaded)",
+            moved,
+            stage=stage,
+        )
     gauge("last_run_lake_objects", "Parquet objects the last run wrote", summary.lake_objects)
     gauge("last_run_lake_bytes", "Bytes of Parquet the last run wrote", summary.lake_bytes)
     gauge(

@@ -136,6 +136,13 @@ def show_run(
         f"{summary.files_resumed} resumed; rows: {summary.rows_valid} valid, "
         f"{summary.rows_rejected} rejected"
     )
+    transfers = [
+        f"{stage} {moved / 1e6:.1f} MB at {summary.stage_mb_per_s[stage]:.1f} MB/s"
+        for stage, moved in summary.stage_bytes.items()
+        if moved and stage in summary.stage_mb_per_s
+    ]
+    if transfers:
+        out.print("transfers: " + "; ".join(transfers))
     if summary.rules:
         out.print("rules broken: " + top_rules(summary.rules, len(summary.rules)))
     if summary.outcome == DRY_RUN:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -145,6 +144,7 @@ def _preview(
         rejected_files=rejected_files,
         mart_rows_changed=mart_rows,
         warehouse_rows_written=0,
+        stage_bytes={"fetch": fetched.bytes},
         outcome=DRY_RUN,
     )
-    return replace(summary, seconds=timed.elapsed, stage_seconds=dict(timed.seconds))
+    return summary.timed(timed.elapsed, timed.seconds)

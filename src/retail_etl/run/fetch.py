@@ -27,6 +27,11 @@ class FetchedFile:
 class Fetched:
     files: tuple[FetchedFile, ...]
 
+    @property
+    def bytes(self) -> int:
+        """Downloaded."""
+        return sum(f.check.size for f in self.files if f.check is not None)
+
 
 def local_name(row: LedgerRow) -> str:
     """Work-folder name: the ledger id plus a canonical extension the engines recognise."""

@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -127,7 +126,7 @@ def first_line(exc: BaseException) -> str:
 
 def record(warehouse: Warehouse, summary: RunSummary, timer: StageTimer) -> RunSummary:
     """The summary with the timer's seconds, recorded in the run log (when it can be)."""
-    summary = replace(summary, seconds=timer.elapsed, stage_seconds=dict(timer.seconds))
+    summary = summary.timed(timer.elapsed, timer.seconds)
     try:
         record_run(warehouse, summary)
     except Exception:  # noqa: BLE001 - the run's own outcome or error matters more

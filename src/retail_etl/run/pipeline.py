@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -69,8 +69,8 @@ def run(
             summary = _logged(settings, warehouse, engine, timer, checkpoint)
     except BaseException as exc:
         if metrics_file is not None:  # the run's own error matters more than the metrics'
-            failed = RunSummary(0, engine, "failed", seconds=timer.elapsed, message=first_line(exc))
-            failed = replace(failed, stage_seconds=dict(timer.seconds))
+            failed = RunSummary(0, engine, "failed", message=first_line(exc))
+            failed = failed.timed(timer.elapsed, timer.seconds)
             write_metrics(metrics_file, failed, started, datetime.now(), warehouse, quiet=True)
         raise
     else:
@@ -136,7 +136,7 @@ def _stages(
     checkpoint("validated")
 
     set_aside: list[isolate.SetAside] = []
-    published, committed = Published(0, 0, 0), Committed((), (), {}, frozenset(), {})
+    published, committed = Published(0, 0, 0, 0), Committed((), (), {}, frozenset(), {})
     if triaged.batch:
         with timed("transform"):
             transformed = transform(settings, engine, store, warehouse, triaged, run_id, work_dir)
@@ -190,4 +190,8 @@ def _stages(
         rejected_files=published.rejected_files,
         mart_rows_changed=committed.mart_rows,
         warehouse_rows_written=warehouse.rows_written - written_before,
+        stage_bytes={
+            "fetch": fetched.bytes,
+            "publish": published.lake_bytes + published.rejected_bytes,
+        },
     )

@@ -32,6 +32,7 @@ class Published:
     lake_objects: int
     lake_bytes: int
     rejected_files: int
+    rejected_bytes: int
 
 
 def publish(
@@ -48,11 +49,11 @@ def publish(
         store, warehouse, manifest, batch, storage.lake_prefix, storage.max_concurrency
     )
     checkpoint("lake_written")
-    rejected_files = write_rejected(
+    rejected_files, rejected_bytes = write_rejected(
         store, warehouse, manifest, batch, triaged.rows, storage.error_prefix, work_dir
     )
     checkpoint("rejected_written")
-    return Published(lake_objects, lake_bytes, rejected_files)
+    return Published(lake_objects, lake_bytes, rejected_files, rejected_bytes)
 
 
 def upload_lake(
@@ -104,9 +105,10 @@ def write_rejected(
     rows: Mapping[int, LedgerRow],
     error_prefix: str,
     work_dir: Path,
-) -> int:
-    """Per file with rejected rows: its original columns plus reject_reason, as CSV."""
-    written = 0
+) -> tuple[int, int]:
+    """Per file with rejected rows: its original columns plus reject_reason, as CSV. Returns
+    the files and bytes written."""
+    written = size = 0
     malformed_by_file: dict[int, list[str]] = {}
     for row in manifest.malformed.to_pylist():
         malformed_by_file.setdefault(int(row["ledger_id"]), []).append(row["reject_reason"])
@@ -130,7 +132,8 @@ def write_rejected(
                 writer.writerow([""] * len(item.header) + [reason])
         store.upload(local, key)
         written += 1
-    return written
+        size += local.stat().st_size
+    return written, size
 
 
 def _rejected_key_of(warehouse: Warehouse, error_prefix: str, row: LedgerRow) -> str:

@@ -58,8 +58,22 @@ class RunSummary:
     warehouse_rows_written: int = 0  # rows inserted, updated or deleted, scratch tables included
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # bytes each transfer stage moved (fetch: downloaded, publish: uploaded) and its MB/s
+    stage_bytes: dict[str, int] = field(default_factory=dict)
+    stage_mb_per_s: dict[str, float] = field(default_factory=dict)
     files: list[FileOutcome] = field(default_factory=list)
     message: str | None = None
+
+    def timed(self, seconds: float, stage_seconds: Mapping[str, float]) -> RunSummary:
+        """The summary with the run's times, and the transfer rates they give."""
+        rates = {
+            stage: round(moved / 1e6 / stage_seconds[stage], 1)
+            for stage, moved in self.stage_bytes.items()
+            if stage_seconds.get(stage)
+        }
+        return replace(
+            self, seconds=seconds, stage_seconds=dict(stage_seconds), stage_mb_per_s=rates
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str)
@@ -79,6 +93,7 @@ def summarize(
     rejected_files: int,
     mart_rows_changed: Mapping[str, Mapping[str, int]],
     warehouse_rows_written: int,
+    stage_bytes: Mapping[str, int],
     outcome: str = "succeeded",
 ) -> RunSummary:
     """The run's summary; notes: a line more for some files (a move left pending)."""
@@ -112,6 +127,7 @@ def summarize(
         rules=dict(sorted(rules.items())),
         mart_rows_changed={month: dict(marts) for month, marts in mart_rows_changed.items()},
         warehouse_rows_written=warehouse_rows_written,
+        stage_bytes=dict(stage_bytes),
         files=files,
     )
 
