@@ -90,7 +90,7 @@ def write_metrics(
         log.warning("metrics: the warehouse cannot say the last success or what is pending")
     else:
         if last_success is not None:
-            gauge(
+            gauge(  # as the run log has it: whole seconds on MySQL
                 "last_success_timestamp_seconds",
                 "When a run last succeeded",
                 last_success.timestamp(),
