@@ -12,6 +12,7 @@ from helpers import object_bytes
 from sqlalchemy import MetaData, select
 
 from retail_etl.run import RunSummary
+from retail_etl.run.dry_run import dry_run
 
 GOOD = "1,1,Whole Milk 1L,2024-03-01,2,1.19,3,3.57"
 
@@ -105,3 +106,14 @@ def land_a_night(env: Env) -> None:
     env.land("2024-03-02/b-again.csv", KNOWN_BAD)
     env.land("2024-03-02/latin1.csv", NOT_UTF8)
     env.land("2024-03-03/gated.csv", rejecting(bad=3, good=1))
+
+
+def dry_run_then_run(env: Env, tmp_path: Path) -> tuple[RunSummary, RunSummary]:
+    """A dry run, proven to change nothing, then the real run, both with the gate at 70%."""
+    gated = env.with_settings(rules={"max_rejected_share": 0.7})
+    before = everything(env, tmp_path / "before")
+    predicted = dry_run(gated.settings)
+    assert everything(env, tmp_path / "after") == before
+    actual = gated.run()
+    assert prediction(predicted) == prediction(actual)
+    return predicted, actual

@@ -21,12 +21,11 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import HEADER, Env, make_env, need
 from helpers import customer_mart_rows, keys, ledger, object_bytes, team_mart
-from quality_cases import KNOWN_BAD, KNOWN_BAD_RULES, everything, land_a_night, prediction
+from quality_cases import KNOWN_BAD, KNOWN_BAD_RULES, dry_run_then_run, land_a_night
 from spark_support import LOCAL_ENGINE, QUICK_JVM, spark_missing, standalone_cluster
 
 import retail_etl
 from retail_etl.engines import LAKE_COLUMNS
-from retail_etl.run.dry_run import dry_run
 
 pytestmark = pytest.mark.slow
 
@@ -319,12 +318,7 @@ def test_rules_gate_and_dry_run_on_spark(request, tmp_path) -> None:
     first = env.run()
     assert first.files[0].rules == KNOWN_BAD_RULES
     land_a_night(env)
-    gated = env.with_settings(rules={"max_rejected_share": 0.7})
-    before = everything(env, tmp_path / "before")
-    predicted = dry_run(gated.settings)
-    assert everything(env, tmp_path / "after") == before
-    actual = gated.run()
-    assert prediction(predicted) == prediction(actual)
+    _predicted, actual = dry_run_then_run(env, tmp_path)
     assert {f.file_name: f.status for f in actual.files}["2024-03-03/gated.csv"] == "E"
 
 

@@ -16,16 +16,14 @@ from quality_cases import (
     KNOWN_BAD,
     KNOWN_BAD_RULES,
     NOT_UTF8,
-    everything,
+    dry_run_then_run,
     files_by_name,
     land_a_night,
-    prediction,
     rejecting,
 )
 from sqlalchemy import select
 
 from retail_etl.reports import status
-from retail_etl.run.dry_run import dry_run
 from retail_etl.warehouse.schema import lake_object, rule_count
 
 
@@ -180,14 +178,7 @@ def test_a_dry_run_changes_nothing_and_predicts_the_run_that_follows(
         env.land("2024-03-04/" + "/".join(["x" * 200] * 6) + ".csv", csv_text(GOOD))
     else:
         odd = []
-    gated = env.with_settings(rules={"max_rejected_share": 0.7})
-    before = everything(env, tmp_path / "before")
-
-    predicted = dry_run(gated.settings)
-
-    assert everything(env, tmp_path / "after") == before
-    actual = gated.run()
-    assert prediction(predicted) == prediction(actual)
+    predicted, actual = dry_run_then_run(env, tmp_path)
     assert predicted.outcome == "dry run"
     statuses = sorted((f.file_name[:30], f.status) for f in actual.files)
     assert statuses == sorted(

@@ -5,6 +5,7 @@ failed ones included, so an alert on a stale last-success timestamp fires when r
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -46,37 +47,36 @@ def write_metrics(
     gauge("last_run_finish_timestamp_seconds", "When the last run ended", finished.timestamp())
     gauge("last_run_success", "1 if the last run succeeded, 0 if it failed", int(succeeded))
     gauge("last_run_duration_seconds", "How long the last run took", summary.seconds)
-    for stage, seconds in summary.stage_seconds.items():
-        gauge("last_run_stage_duration_seconds", "Seconds per stage", seconds, stage=stage)
-    for outcome, files in (
-        ("seen", summary.files_seen),
-        ("resumed", summary.files_resumed),
-        ("processed", summary.files_processed),
-        ("quarantined", summary.files_quarantined),
-        ("duplicate", summary.files_duplicate),
-        ("corrected", summary.files_corrected),
-    ):
-        gauge("last_run_files", "Files of the last run, per outcome", files, outcome=outcome)
-    for kind, rows in (
-        ("read", summary.rows_read),
-        ("valid", summary.rows_valid),
-        ("rejected", summary.rows_rejected),
-    ):
-        gauge("last_run_rows", "Rows of the files the last run processed", rows, kind=kind)
-    for rule, count in summary.rules.items():
-        gauge(
-            "last_run_rule_violations",
-            "Rows that broke each rule (files, for a rule whose name starts with 'file:')",
-            count,
-            rule=rule,
-        )
-    for stage, moved in summary.stage_bytes.items():
-        gauge(
-            "last_run_stage_transfer_bytes",
-            "Bytes a transfer stage moved (fetch: downloaded, publish: uploaded)",
-            moved,
-            stage=stage,
-        )
+
+    def per(name: str, help_text: str, label: str, values: Mapping[str, float]) -> None:
+        for key, value in values.items():
+            gauge(name, help_text, value, **{label: key})
+
+    per("last_run_stage_duration_seconds", "Seconds per stage", "stage", summary.stage_seconds)
+    files = {
+        "seen": summary.files_seen,
+        "resumed": summary.files_resumed,
+        "processed": summary.files_processed,
+        "quarantined": summary.files_quarantined,
+        "duplicate": summary.files_duplicate,
+        "corrected": summary.files_corrected,
+    }
+    per("last_run_files", "Files of the last run, per outcome", "outcome", files)
+    rows = {"read": summary.rows_read, "valid": summary.rows_valid}
+    rows["rejected"] = summary.rows_rejected
+    per("last_run_rows", "Rows of the files the last run processed", "kind", rows)
+    per(
+        "last_run_rule_violations",
+        "Rows that broke each rule (files, for a rule whose name starts with 'file:')",
+        "rule",
+        summary.rules,
+    )
+    per(
+        "last_run_stage_transfer_bytes",
+        "Bytes a transfer stage moved (fetch: downloaded, publish: uploaded)",
+        "stage",
+        summary.stage_bytes,
+    )
     gauge("last_run_lake_objects", "Parquet objects the last run wrote", summary.lake_objects)
     gauge("last_run_lake_bytes", "Bytes of Parquet the last run wrote", summary.lake_bytes)
     gauge(
