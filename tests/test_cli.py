@@ -305,8 +305,11 @@ def test_run_and_status_tables_tell_files_apart_at_80_columns(folder: Path) -> N
             assert f"{store}_2024-06-01_0{store}.csv" in text, text
         assert "1_2024-06-02_01.csv" in text and "2024-06-01/" in text
         assert "sales_person" in text  # the quarantine note wraps, it is not cut
+        # the rules broken: under the table at 80 columns (a status note column wider)
+        assert ("rules broken: " if command == "run" else "run 1: ") in text, text
     wide = cli(folder, "status", env={"COLUMNS": "160"})
     assert "2024-06-01/sales_store1_2024-06-01_01.csv" in wide.stdout
+    assert "│ file: missing mandatory columns (1)" in wide.stdout
 
 
 def test_fit_key_keeps_what_tells_files_apart() -> None:

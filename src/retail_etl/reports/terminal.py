@@ -160,6 +160,10 @@ def top_rules(rules: dict[str, int], count: int = 3) -> str:
     return ", ".join(f"{rule} ({n})" for rule, n in ranked[:count])
 
 
+RUNS_WIDTH = 78  # the recent runs table without its note column
+MIN_RUN_NOTE_WIDTH = 24
+
+
 def show_status(out: Console, data: dict[str, Any]) -> None:
     """reports.status.collect's data as tables."""
     out.print(f"warehouse: {data['warehouse']}")
@@ -168,7 +172,14 @@ def show_status(out: Console, data: dict[str, Any]) -> None:
     for column in ("run", "started", "outcome", "engine", "files", "valid", "rejected", "secs"):
         numeric = column in ("run", "files", "valid", "rejected", "secs")
         runs.add_column(column, justify="right" if numeric else "left", no_wrap=True)
-    runs.add_column("note", overflow="fold", min_width=4)
+    # the note (an error, or the rules broken most) in its own column when there is room for
+    # it, else under the table
+    notes = {
+        r["run_id"]: r["message"] or top_rules(r.get("rules") or {}) for r in data["recent_runs"]
+    }
+    below = out.width < RUNS_WIDTH + MIN_RUN_NOTE_WIDTH
+    if not below:
+        runs.add_column("note", overflow="fold")
     for r in data["recent_runs"]:
         started = r["started_at"]
         runs.add_row(
@@ -183,9 +194,13 @@ def show_status(out: Console, data: dict[str, Any]) -> None:
             str(r["rows_valid"] or 0),
             str(r["rows_rejected"] or 0),
             f"{r['seconds'] or 0:.1f}",
-            r["message"] or top_rules(r.get("rules") or {}),
+            *(() if below else (notes[r["run_id"]],)),
         )
     out.print(runs)
+    if below:
+        for run_id, note in notes.items():
+            if note:
+                out.print(f"run {run_id}: {note}", highlight=False)
     rows = [
         [
             str(f["id"]),
