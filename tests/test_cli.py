@@ -309,7 +309,7 @@ def test_run_and_status_tables_tell_files_apart_at_80_columns(folder: Path) -> N
         assert ("rules broken: " if command == "run" else "run 1: ") in text, text
     wide = cli(folder, "status", env={"COLUMNS": "160"})
     assert "2024-06-01/sales_store1_2024-06-01_01.csv" in wide.stdout
-    assert "│ file: missing mandatory columns (1)" in wide.stdout
+    assert "│ price is not a number (2), " in wide.stdout  # in the note column
 
 
 def test_fit_key_keeps_what_tells_files_apart() -> None:
