@@ -9,7 +9,9 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 from conftest import Env
-from sqlalchemy import event, select
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import delete, event, select
 
 from retail_etl.errors import WarehouseError
 from retail_etl.warehouse import bulk
@@ -86,3 +88,38 @@ def test_a_value_too_large_fails_the_load_instead_of_being_clipped(env: Env) -> 
         bulk.load(conn, customers_data_mart, data)
     with env.warehouse.begin() as conn:
         assert conn.execute(select(customers_data_mart)).all() == []
+
+
+CENTS = st.integers(-(10**15), 10**15)  # exact in a REAL: SQLite's storage of money
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(cents=st.lists(st.one_of(st.none(), CENTS), min_size=1, max_size=40))
+def test_select_arrow_reads_back_what_load_wrote(embedded: Env, cents: list[int | None]) -> None:
+    """Money, dates, times and NULLs come back exactly as written, through the fast reads
+    (sqlite3's own rows, typed by Arrow) that coupons and snapshots use."""
+    n = len(cents)
+    money = [None if c is None else Decimal(c).scaleb(-2) for c in cents]
+    data = pa.table(
+        {
+            "customer_id": pa.array(range(1, n + 1), pa.int64()),
+            "full_name": pa.array([None if c is None else str(c) for c in cents], pa.string()),
+            "address": pa.array([None] * n, pa.string()),
+            "phone_number": pa.array([None] * n, pa.string()),
+            "sales_date_month": pa.array([date(2024, 1 + i % 12, 1) for i in range(n)]),
+            "total_sales": pa.array([m or Decimal(0) for m in money], pa.decimal128(18, 2)),
+            "total_cents": pa.array([c or 0 for c in cents], pa.int64()),
+            "sales_rows": pa.array(range(n), pa.int64()),
+            "updated_at": pa.array([datetime(2024, 3, 31, 23, 59, i % 60) for i in range(n)]),
+        }
+    )
+    t = customers_data_mart
+    with embedded.warehouse.begin() as conn:
+        conn.execute(delete(t))
+        bulk.load(conn, t, data)
+        read = bulk.select_arrow(conn, select(t).order_by(t.c.customer_id), t.c.customer_id)
+        pages = list(bulk.select_arrow_batches(conn, select(t).order_by(t.c.customer_id), 7))
+    assert read.to_pylist() == data.to_pylist()
+    assert pa.concat_tables(pages).to_pylist() == data.to_pylist()

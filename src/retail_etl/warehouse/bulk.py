@@ -187,9 +187,15 @@ def select_arrow_batches(
     must be ordered; within a page the order is not kept."""
     selected = list(statement.selected_columns)
     if conn.dialect.name == "sqlite":
-        result = conn.execution_options(yield_per=size).execute(statement)
-        for rows in result.partitions():
-            yield _arrow_of(selected, rows)
+        # sqlite3's own rows (its cursor reads them lazily), typed by Arrow: SQLAlchemy's
+        # row objects and per-value processing took 4 of the 6 s a month's coupons spent
+        # reading 300,000 customers' rows
+        result = conn.execute(statement)
+        try:
+            while rows := result.cursor.fetchmany(size):
+                yield _arrow_of(selected, rows, from_sqlite=True)
+        finally:
+            result.close()
         return
     conn.exec_driver_sql("SET SESSION group_concat_max_len = 1073741824")  # MariaDB's cap
     limit = min(size, JSON_PAGE_ROWS)
@@ -213,14 +219,31 @@ def select_arrow_batches(
             last = pc.max(table[key.name]).as_py()
 
 
-def _arrow_of(selected: list[Any], rows: Sequence[Any], from_json: bool = False) -> pa.Table:
+def _arrow_of(
+    selected: list[Any], rows: Sequence[Any], from_json: bool = False, from_sqlite: bool = False
+) -> pa.Table:
     """Rows as a table typed from the selected columns; from JSON, dates and times are text
-    and integers written as decimals (an expression's type) are Decimals."""
+    and integers written as decimals (an expression's type) are Decimals; from sqlite3, dates
+    and times are text and money the REAL nearest to it (read back to the cent, as
+    SQLAlchemy's own '%.2f' does)."""
     data = list(zip(*rows, strict=True)) if rows else [() for _ in selected]
     columns = {}
     for column, values in zip(selected, data, strict=True):
         kind = _arrow_type(column)
-        if from_json and (pa.types.is_temporal(kind) or pa.types.is_integer(kind)):
+        if from_sqlite and pa.types.is_temporal(kind):
+            text = pa.array(list(values), pa.string())
+            columns[column.name] = (
+                text.cast(pa.timestamp("us")).cast(kind, safe=False)
+                if pa.types.is_timestamp(kind)
+                else text.cast(kind)
+            )
+        elif from_sqlite and pa.types.is_decimal(kind):
+            wide = _sqlite_decimals(list(values), kind.scale)
+            try:
+                columns[column.name] = wide.cast(kind)
+            except pa.ArrowInvalid:  # beyond 2^53 cents: as below
+                columns[column.name] = wide
+        elif from_json and (pa.types.is_temporal(kind) or pa.types.is_integer(kind)):
             raw = pa.array(list(values), pa.string() if pa.types.is_temporal(kind) else None)
             columns[column.name] = raw.cast(kind)
         elif pa.types.is_decimal(kind):
@@ -232,6 +255,16 @@ def _arrow_of(selected: list[Any], rows: Sequence[Any], from_json: bool = False)
         else:
             columns[column.name] = pa.array(list(values), type=kind)
     return pa.table(columns)
+
+
+def _sqlite_decimals(values: list[Any], scale: int) -> pa.Array:
+    """sqlite3's numbers (REAL or INTEGER; TEXT if SQLite kept a value as written) as
+    decimals of this scale."""
+    try:
+        return pa.array(values).cast(pa.decimal128(38, scale))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        exact = [None if v is None else Decimal(str(v)) for v in values]
+        return pa.array(exact, pa.decimal128(38, scale))
 
 
 def _arrow_type(column: Any) -> pa.DataType:
