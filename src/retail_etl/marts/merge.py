@@ -36,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.schema import CreateTable
 
 from retail_etl.config import MAX_STORABLE_AMOUNT
+from retail_etl.engines import Manifest
 from retail_etl.errors import UnstorableError
 from retail_etl.warehouse import Warehouse, bulk
 from retail_etl.warehouse.schema import (
@@ -141,6 +142,19 @@ def deltas(added: pa.Table, removed: pa.Table, mart: _Mart) -> pa.Table:
         [("total_cents", "sum"), ("sales_rows", "sum")]
     )
     return summed.rename_columns([*mart.keys, "total_cents", "sales_rows"])
+
+
+def manifest_deltas(manifest: Manifest) -> tuple[pa.Table, pa.Table]:
+    """The customer and sales-team deltas of a manifest: its contributions minus those of the
+    files its corrections replace, one row per mart row that changes."""
+    return (
+        deltas(manifest.customer_contributions, manifest.retired_customer_contributions, CUSTOMERS),
+        deltas(
+            manifest.sales_team_contributions,
+            manifest.retired_sales_team_contributions,
+            SALES_TEAM,
+        ),
+    )
 
 
 def rows_per_month(

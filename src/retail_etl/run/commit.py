@@ -117,12 +117,7 @@ def _commit_files(
     replaced = {new: old for new, old in triaged.corrections.items() if new in ids}
     part = manifest.of_files(ids, retired=replaced.values())
     # summed per mart row before the warehouse sees them: one row per row that changes
-    customer_deltas = merge.deltas(
-        part.customer_contributions, part.retired_customer_contributions, merge.CUSTOMERS
-    )
-    sales_team_deltas = merge.deltas(
-        part.sales_team_contributions, part.retired_sales_team_contributions, merge.SALES_TEAM
-    )
+    customer_deltas, sales_team_deltas = merge.manifest_deltas(part)
     months_by_file: dict[int, set[str]] = {i: set() for i in ids}
     # distinct pairs first: one row per customer would be millions with a large customer base
     pairs = part.customer_contributions.group_by(["ledger_id", "sales_date_month"]).aggregate([])

@@ -18,13 +18,13 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from retail_etl.config import Settings
-from retail_etl.engines import FileCounts
 from retail_etl.marts import merge
 from retail_etl.progress import NullProgress, Progress
 from retail_etl.run import ledger
 from retail_etl.run.commit import done_outcome
 from retail_etl.run.discover import name_problem_message, survey
 from retail_etl.run.fetch import fetch
+from retail_etl.run.isolate import aside_outcome
 from retail_etl.run.ledger import LedgerRow
 from retail_etl.run.lifecycle import StageTimer
 from retail_etl.run.summary import FileOutcome, RunSummary, summarize
@@ -92,20 +92,16 @@ def _preview(
             transformed = transform(
                 settings, engine, store, warehouse, triaged, PREVIEW_RUN_ID, work_dir
             )
-        for ledger_id, message in transformed.set_aside.items():
-            counts = transformed.gated_counts.get(ledger_id, FileCounts())
-            outcomes.append(
-                FileOutcome(
-                    ledger_id,
-                    triaged.rows[ledger_id].file_name,
-                    ledger.QUARANTINED,
-                    counts.rows_read,
-                    counts.rows_valid,
-                    counts.rows_rejected,
-                    message,
-                    dict(transformed.gated_rules.get(ledger_id, {})),
-                )
+        outcomes += [
+            aside_outcome(
+                ledger_id,
+                triaged.rows[ledger_id].file_name,
+                message,
+                transformed.gated_counts,
+                transformed.gated_rules,
             )
+            for ledger_id, message in transformed.set_aside.items()
+        ]
         manifest = transformed.manifest
         if manifest is not None:
             batch = [b for b in triaged.batch if b.ledger_id not in transformed.set_aside]
@@ -117,18 +113,7 @@ def _preview(
             rejected_files = len(
                 set(manifest.rejected_parts) | set(manifest.malformed["ledger_id"].to_pylist())
             )
-            mart_rows = merge.rows_per_month(
-                merge.deltas(
-                    manifest.customer_contributions,
-                    manifest.retired_customer_contributions,
-                    merge.CUSTOMERS,
-                ),
-                merge.deltas(
-                    manifest.sales_team_contributions,
-                    manifest.retired_sales_team_contributions,
-                    merge.SALES_TEAM,
-                ),
-            )
+            mart_rows = merge.rows_per_month(*merge.manifest_deltas(manifest))
     summary = summarize(
         PREVIEW_RUN_ID,
         engine,

@@ -128,6 +128,27 @@ def bisect(
     return Isolated(tuple(passed), tuple(culprits))
 
 
+def aside_outcome(
+    ledger_id: int,
+    file_name: str,
+    message: str,
+    counts: Mapping[int, FileCounts] | None = None,
+    rules: Mapping[int, Mapping[str, int]] | None = None,
+) -> FileOutcome:
+    """A set-aside file's outcome, with what the engine counted of it, if anything."""
+    counted = (counts or {}).get(ledger_id, FileCounts())
+    return FileOutcome(
+        ledger_id,
+        file_name,
+        ledger.QUARANTINED,
+        counted.rows_read,
+        counted.rows_valid,
+        counted.rows_rejected,
+        message,
+        dict((rules or {}).get(ledger_id, {})),
+    )
+
+
 @dataclass(frozen=True)
 class SetAside:
     """Files of the batch quarantined after triage: their moves are left, and what to say."""
@@ -158,18 +179,6 @@ def set_aside(
             dest = archive_key(error_prefix, row)
             checksum = triaged.checksums.get(ledger_id)
             settled.append(ledger.settle(conn, row, ledger.QUARANTINED, dest, message, checksum))
-            counted = (counts or {}).get(ledger_id, FileCounts())
-            outcomes.append(
-                FileOutcome(
-                    ledger_id,
-                    row.file_name,
-                    ledger.QUARANTINED,
-                    counted.rows_read,
-                    counted.rows_valid,
-                    counted.rows_rejected,
-                    message,
-                    dict((rules or {}).get(ledger_id, {})),
-                )
-            )
+            outcomes.append(aside_outcome(ledger_id, row.file_name, message, counts, rules))
             log.warning("file set aside", extra={"file": row.file_name, "problem": message})
     return SetAside(tuple(settled), tuple(outcomes))
