@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import csv
 import stat
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pytest
 from conftest import Env, csv_text
 from sqlalchemy import select
@@ -422,6 +424,16 @@ def test_late_earlier_month_removes_a_later_welcome(env: Env) -> None:
     assert got["2024-01"] == {11: "loyalty"}
 
 
+def changed(customer_id: int, month: str) -> pa.Table:
+    """One changed customers_data_mart row, as merge.apply reports it."""
+    return pa.table(
+        {
+            "customer_id": pa.array([customer_id], pa.int64()),
+            "sales_date_month": pa.array([date.fromisoformat(f"{month}-01")], pa.date32()),
+        }
+    )
+
+
 def test_months_to_refresh_is_small(env: Env) -> None:
     env.land("feb.csv", FEB)
     env.land("mar.csv", MAR)
@@ -429,24 +441,27 @@ def test_months_to_refresh_is_small(env: Env) -> None:
     rules = RulesSettings()
     with env.warehouse.begin() as conn:
         # a returning customer changing in March: March and April only
-        assert coupons.months_to_refresh(conn, [(2, "2024-03")], rules) == {"2024-03", "2024-04"}
+        assert coupons.months_to_refresh(conn, changed(2, "2024-03"), rules) == {
+            "2024-03",
+            "2024-04",
+        }
         # customer 11 changing in January: their first month (March) too
-        assert coupons.months_to_refresh(conn, [(11, "2024-01")], rules) == {
+        assert coupons.months_to_refresh(conn, changed(11, "2024-01"), rules) == {
             "2024-01",
             "2024-02",
             "2024-03",
         }
         only_top = RulesSettings(coupons=(LOYALTY,))
-        assert coupons.months_to_refresh(conn, [(11, "2024-01")], only_top) == {"2024-01"}
+        assert coupons.months_to_refresh(conn, changed(11, "2024-01"), only_top) == {"2024-01"}
         # customer 11 changing in February (no sales taken out): February, and March as
         # the next month and the month of their welcome coupon
-        assert coupons.months_to_refresh(conn, [(11, "2024-02")], rules, False) == {
+        assert coupons.months_to_refresh(conn, changed(11, "2024-02"), rules, False) == {
             "2024-02",
             "2024-03",
         }
         # customer 4 (February only) changing in January, sales taken out: their first
         # month (February) is looked up, and is also the next month
-        assert coupons.months_to_refresh(conn, [(4, "2024-01")], rules, True) == {
+        assert coupons.months_to_refresh(conn, changed(4, "2024-01"), rules, True) == {
             "2024-01",
             "2024-02",
         }

@@ -32,7 +32,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -325,10 +325,10 @@ def _spends(conn: Connection, month: str, rules: RulesSettings) -> Spends | None
     def month_cents(label: str) -> tuple[np.ndarray, np.ndarray]:
         rows = select_arrow(
             conn,
-            select(mart.c.customer_id, mart.c.total_cents)
-            .where(mart.c.sales_date_month == month_start(label))
-            .order_by(mart.c.customer_id),
-            key=mart.c.customer_id,
+            select(mart.c.customer_id, mart.c.total_cents).where(
+                mart.c.sales_date_month == month_start(label)
+            ),
+            key=mart.c.customer_id,  # sorted below: an ORDER BY would sort them twice
         )
         ids = rows["customer_id"].to_numpy()
         order = np.argsort(ids, kind="stable")
@@ -341,7 +341,9 @@ def _spends(conn: Connection, month: str, rules: RulesSettings) -> Spends | None
         prev_ids, prev_cents = month_cents(shift_month(month, -1))
     else:
         prev_ids, prev_cents = np.empty(0, np.int64), np.empty(0, np.int64)
-    every = np.union1d(ids, prev_ids)
+    # both are sorted and unique: a merge, not np.union1d's hashing (1 s a million ids)
+    merged = np.sort(np.concatenate([ids, prev_ids]), kind="stable")
+    every = merged[np.concatenate([[True], merged[1:] != merged[:-1]])]
     in_month = np.isin(every, ids, assume_unique=True)
     this = np.zeros(len(every), np.int64)
     this[np.searchsorted(every, ids)] = cents
@@ -414,21 +416,18 @@ def _differing(wanted: pa.Table, stored: pa.Table) -> pa.Table:
 
 def months_to_refresh(
     conn: Connection,
-    customers: Iterable[tuple[int, str]],
+    customers: pa.Table,
     rules: RulesSettings,
     rows_removed: bool = True,
 ) -> set[str]:
-    """Every month whose coupons can differ after these (customer, month) mart rows changed.
+    """Every month whose coupons can differ after these customers_data_mart rows changed
+    (customers: their customer_id and sales_date_month).
 
     rows_removed: whether mart rows can have disappeared (only a correction takes sales
     out); without that, a customer's first month can only move earlier, into a changed month.
     """
-    changed: dict[int, str] = {}  # customer -> earliest month changed
-    months: set[str] = set()
-    for customer_id, month in customers:
-        changed[customer_id] = min(month, changed.get(customer_id, month))
-        months.add(month)
-    if not rules.coupons or not changed:
+    months = {_label(m) for m in pc.unique(customers["sales_date_month"]).to_pylist()}
+    if not rules.coupons or not months:
         return months
     if any(isinstance(r, SpendDropRule) for r in rules.coupons):
         # no month after 9999-12: dates beyond it exist nowhere (rows dated 9999-12-31 could
@@ -437,20 +436,34 @@ def months_to_refresh(
     first_segments = [r.segment for r in rules.coupons if isinstance(r, FirstMonthRule)]
     if not first_segments:
         return months
+    # each changed customer's earliest month changed, as 'YYYY-MM'
+    earliest = customers.group_by("customer_id", use_threads=False).aggregate(
+        [("sales_date_month", "min")]
+    )
+    earliest = pa.table(
+        {
+            "customer_id": earliest["customer_id"],
+            "changed": pc.strftime(earliest["sales_date_month_min"], "%Y-%m"),
+        }
+    )
     # A first month that moved earlier: the customer's first-month coupon, if any, is now
     # wrong (if another rule won that month, losing "first month" changes nothing there).
     t = customer_coupons
-    held = conn.execute(
+    held = select_arrow(
+        conn,
         select(t.c.customer_id, t.c.month).where(
-            t.c.segment.in_(first_segments), t.c.month > min(changed.values())
-        )
+            t.c.segment.in_(first_segments), t.c.month > pc.min(earliest["changed"]).as_py()
+        ),
     )
-    for customer_id, month in held:
-        if customer_id in changed and month > changed[customer_id]:
-            months.add(month)
+    later = held.join(earliest, "customer_id")
+    later = later.filter(pc.greater(later["month"], later["changed"]))
+    months |= set(pc.unique(later["month"]).to_pylist())
     if rows_removed:
         # A first month that moved later: the new first month may earn a coupon.
         mart = customers_data_mart
+        changed = dict(
+            zip(earliest["customer_id"].to_pylist(), earliest["changed"].to_pylist(), strict=True)
+        )
         ids = sorted(changed)
         for start in range(0, len(ids), _CHUNK):
             firsts = conn.execute(

@@ -58,8 +58,9 @@ class MartChanges:
     customer_rows: int
     sales_team_rows: int
     months: frozenset[str]  # 'YYYY-MM' whose snapshots must be rewritten
-    # (customer_id, 'YYYY-MM') of every customers_data_mart row added, changed or removed
-    customers: frozenset[tuple[int, str]] = frozenset()
+    # customer_id, sales_date_month of every customers_data_mart row added, changed or
+    # removed: Arrow, as a million customers would be a million Python tuples
+    customers: pa.Table
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,9 @@ def deltas(added: pa.Table, removed: pa.Table, mart: _Mart) -> pa.Table:
     summed = both.group_by(list(mart.keys), use_threads=False).aggregate(
         [("total_cents", "sum"), ("sales_rows", "sum")]
     )
+    # in key order: SQLite and InnoDB then write the mart's B-tree page after page (a million
+    # customers in arrival order took 4.3 s to merge instead of 1.4 s)
+    summed = summed.sort_by([(key, "ascending") for key in mart.keys])
     return summed.rename_columns([*mart.keys, "total_cents", "sales_rows"])
 
 
@@ -163,15 +167,16 @@ def rows_per_month(
     """How many rows of each mart these deltas change, per 'YYYY-MM'."""
     changed: dict[str, dict[str, int]] = {}
     for mart, months in (
-        ("customers_data_mart", pc.strftime(customer_deltas["sales_date_month"], "%Y-%m")),
+        ("customers_data_mart", customer_deltas["sales_date_month"]),
         ("sales_team_data_mart", sales_team_deltas["sales_month"]),
     ):
-        tally = pc.value_counts(months)
+        tally = pc.value_counts(months)  # then label the few months, not every row
         for month, rows in zip(
             tally.field("values").to_pylist(), tally.field("counts").to_pylist(), strict=True
         ):
-            changed.setdefault(month, {"customers_data_mart": 0, "sales_team_data_mart": 0})
-            changed[month][mart] = rows
+            label = _month_label(month)
+            changed.setdefault(label, {"customers_data_mart": 0, "sales_team_data_mart": 0})
+            changed[label][mart] += rows
     return dict(sorted(changed.items()))
 
 
@@ -262,15 +267,7 @@ def apply(
     now = datetime.now().replace(microsecond=0)
     _merge(warehouse, conn, CUSTOMERS, customer_deltas, now, shrinks)
     _merge(warehouse, conn, SALES_TEAM, sales_team_deltas, now, shrinks)
-    labels: dict[Any, str] = {}  # few distinct months: label each once
-    customers = frozenset(
-        (cid, labels.get(month) or labels.setdefault(month, _month_label(month)))
-        for cid, month in zip(
-            customer_deltas["customer_id"].to_pylist(),
-            customer_deltas["sales_date_month"].to_pylist(),
-            strict=True,
-        )
-    )
+    customers = customer_deltas.select(["customer_id", "sales_date_month"])
     store_months = set(
         zip(
             sales_team_deltas["store_id"].to_pylist(),
@@ -279,7 +276,8 @@ def apply(
         )
     )
     _rerank(conn, store_months, incentive_rate)
-    months = {month for _customer, month in customers} | {m for _s, m in store_months}
+    months = {_month_label(m) for m in pc.unique(customers["sales_date_month"]).to_pylist()}
+    months |= {m for _s, m in store_months}
     return MartChanges(
         customer_deltas.num_rows, sales_team_deltas.num_rows, frozenset(months), customers
     )
