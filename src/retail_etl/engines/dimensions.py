@@ -6,6 +6,8 @@ joins these lookup tables as they are."""
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -17,6 +19,16 @@ from retail_etl.warehouse.schema import customer, product, sales_team, store
 def _full_name(table: pa.Table) -> pa.ChunkedArray:
     # NULL when either part is NULL, as SQL's || would give
     return pc.binary_join_element_wise(table["first_name"], table["last_name"], " ")
+
+
+def prefetch_dimensions(warehouse: Warehouse) -> Future[Dimensions]:
+    """load_dimensions in a thread of its own, started now: a run reads a million customers
+    while it downloads the day's files, which wait on the store, not on the warehouse."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="dimensions")
+    try:
+        return pool.submit(load_dimensions, warehouse)
+    finally:
+        pool.shutdown(wait=False)  # the thread ends when the read does
 
 
 def load_dimensions(warehouse: Warehouse) -> Dimensions:

@@ -47,6 +47,7 @@ import pyarrow.compute as pc
 from sqlalchemy import Connection, and_, delete, exists, func, select
 from sqlalchemy.orm import aliased
 
+from retail_etl.cents import decimals
 from retail_etl.config import (
     CouponRule,
     FirstMonthRule,
@@ -61,7 +62,7 @@ from retail_etl.warehouse.schema import customer, customer_coupons, customers_da
 DEFAULT_SECRET = b"retail-etl coupon codes: set rules.coupon_secret"
 _CHUNK = 500
 ZERO = Decimal("0.00")
-_PERCENT, _MONEY = pa.decimal128(5, 2), pa.decimal128(18, 2)  # discount_pct, total_sales
+_PERCENT = pa.decimal128(5, 2)  # discount_pct
 LAST_MONTH = "9999-12"
 
 
@@ -123,9 +124,16 @@ def coupon_codes(
 ) -> pa.Array:
     """coupon_code for many customers at once: the HMACs one by one, their 60 bits turned into
     base-32 text by arrays (a month can hold a million coupons)."""
+    keyed = hmac.new(secret, digestmod="sha256")  # the key's hash state, copied per code:
+
+    def digest(message: bytes, copy: Any = keyed.copy) -> bytes:  # 40% under hmac.digest
+        state = copy()
+        state.update(message)
+        return bytes(state.digest()[:8])
+
     digests = b"".join(
         [
-            hmac.digest(secret, f"{customer_id}|{month}|{segment}".encode(), "sha256")[:8]
+            digest(f"{customer_id}|{month}|{segment}".encode())
             for customer_id, segment in zip(customer_ids, segments, strict=True)
         ]
     )
@@ -186,11 +194,13 @@ def _at_least_cents(value: Decimal) -> int:
     return math.ceil(value * 100)
 
 
-def _money_cents(cents: int) -> str:
-    """1,234.50 from 123450 (as _money formats a Decimal)."""
-    sign = "-" if cents < 0 else ""
-    whole, part = divmod(abs(cents), 100)
-    return f"{sign}{whole:,}.{part:02d}"
+def _money_texts(cents: np.ndarray) -> list[str]:
+    """1,234.50 from 123450 (as _money formats a Decimal), for each of an array's cents."""
+    whole, part = np.divmod(np.abs(cents), 100)
+    texts = [f"{w:,}.{p:02d}" for w, p in zip(whole.tolist(), part.tolist(), strict=True)]
+    for index in np.flatnonzero(cents < 0).tolist():
+        texts[index] = "-" + texts[index]
+    return texts
 
 
 def _at_most(cents: np.ndarray, before: np.ndarray, share: Fraction) -> np.ndarray:
@@ -246,29 +256,35 @@ def month_coupons(
 
     chosen = np.flatnonzero(rule_of >= 0)
     ids = s.customer_id[chosen].tolist()
-    cents = s.cents[chosen].tolist()
-    which = rule_of[chosen].tolist()
-    before = s.previous_cents[chosen].tolist()
+    cents = s.cents[chosen]
+    which = rule_of[chosen]
     # rank: 1 + the customers of the month who spent more
-    ranks = (1 + len(ascending) - np.searchsorted(ascending, s.cents[chosen], "right")).tolist()
+    ranks = 1 + len(ascending) - np.searchsorted(ascending, cents, "right")
     prev_label = shift_month(month, -1)
-    reasons = []
-    for spend, index, prior, rank in zip(cents, which, before, ranks, strict=True):
-        rule = rules[index]
+    # each rule's reasons for its rows at once: a month can hold a million coupons
+    reasons = np.empty(len(ids), dtype=object)
+    for index, rule in enumerate(rules):
+        rows = np.flatnonzero(which == index)
+        spent = _money_texts(cents[rows])
         if isinstance(rule, TopSpendersRule):
-            reason = (
-                f"top {_number(rule.share * 100)}% of {spenders} spenders in {month}: "
-                f"rank {rank}, spent {_money_cents(spend)}"
-            )
+            head = f"top {_number(rule.share * 100)}% of {spenders} spenders in {month}: rank "
+            texts = [
+                f"{head}{rank}, spent {money}"
+                for rank, money in zip(ranks[rows].tolist(), spent, strict=True)
+            ]
         elif isinstance(rule, SpendDropRule):
-            fell = ((prior - spend) * 200 + prior) // (2 * prior)  # percent, rounded half up
-            reason = (
-                f"spend fell {fell}% from {_money_cents(prior)} in {prev_label} "
-                f"to {_money_cents(spend)} in {month}"
-            )
+            prior = s.previous_cents[chosen][rows]
+            fell = ((prior - cents[rows]) * 200 + prior) // (2 * prior)  # percent, half up
+            texts = [
+                f"spend fell {pct}% from {before} in {prev_label} to {money} in {month}"
+                for pct, before, money in zip(
+                    fell.tolist(), _money_texts(prior), spent, strict=True
+                )
+            ]
         else:
-            reason = f"first purchases in {month}: spent {_money_cents(spend)}"
-        reasons.append(reason[:REASON_LENGTH])
+            texts = [f"first purchases in {month}: spent {money}" for money in spent]
+        reasons[rows] = [text[:REASON_LENGTH] for text in texts]
+    which = which.tolist()
     take = pa.array(which, pa.int64())
     segments = pc.take(pa.array([r.segment for r in rules], pa.string()), take)
     return pa.table(
@@ -277,9 +293,9 @@ def month_coupons(
             "customer_id": pa.array(ids, pa.int64()),
             "segment": segments,
             "discount_pct": pc.take(pa.array([r.discount_pct for r in rules], _PERCENT), take),
-            "reason": pa.array(reasons, pa.string()),
+            "reason": pa.array(reasons.tolist(), pa.string()),
             "code": coupon_codes(secret, ids, month, segments.to_pylist()),
-            "total_sales": pa.array([Decimal(c).scaleb(-2) for c in cents], _MONEY),
+            "total_sales": decimals(cents),
         }
     )
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from retail_etl.config import Settings
+from retail_etl.engines.dimensions import load_dimensions
 from retail_etl.marts import merge
 from retail_etl.progress import NullProgress, Progress
 from retail_etl.run import ledger
@@ -89,8 +90,9 @@ def _preview(
     mart_rows: dict[str, dict[str, int]] = {}
     if triaged.batch:
         with timed("transform"):
+            dims = load_dimensions(warehouse)
             transformed = transform(
-                settings, engine, store, warehouse, triaged, PREVIEW_RUN_ID, work_dir
+                settings, engine, store, warehouse, triaged, PREVIEW_RUN_ID, work_dir, dims
             )
         outcomes += [
             aside_outcome(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sqlalchemy import delete, or_, select
@@ -38,15 +39,32 @@ def finalize(
     storage: StorageSettings,
     checkpoint: Callable[[str], None] = lambda _s: None,
 ) -> Finalized:
+    """The snapshots are written while the objects move (both wait on the store, not on each
+    other); no file is finished before they are written: a run that dies before that leaves
+    its files pending, and the next run rewrites their months' snapshots."""
     # the months of files committed by an earlier run that died before its snapshots
     with warehouse.begin() as conn:
         committed = [row.id for row in pending if row.pending_status == ledger.DONE]
         months = set(months) | ledger.affected_months(conn, committed)
-    snapshots = write_snapshots(store, warehouse, months, storage.lake_prefix)
-    checkpoint("snapshots_written")
-    stuck = move_objects(store, warehouse, storage.landing_prefix, pending, checkpoint)
+    with ThreadPoolExecutor(1, thread_name_prefix="snapshots") as pool:
+        snapshots = pool.submit(write_snapshots, store, warehouse, months, storage.lake_prefix)
+
+        def snapshots_written() -> None:
+            snapshots.result()
+            checkpoint("snapshots_written")
+
+        stuck = move_objects(
+            store,
+            warehouse,
+            storage.landing_prefix,
+            pending,
+            checkpoint,
+            storage.max_concurrency,
+            before_finish=snapshots_written,
+        )
+        snapshots_written()  # also when nothing was moved
     removed = remove_superseded_lake_objects(store, warehouse)
-    return Finalized(snapshots, stuck, removed)
+    return Finalized(snapshots.result(), stuck, removed)
 
 
 def move_objects(
@@ -55,38 +73,53 @@ def move_objects(
     landing_prefix: str,
     rows: Sequence[LedgerRow],
     checkpoint: Callable[[str], None] = lambda _s: None,
+    concurrency: int = 1,
+    before_finish: Callable[[], None] = lambda: None,
 ) -> dict[int, str]:
-    """Carry out the committed outcome of each row: move, then flip A -> pending status.
+    """Carry out the committed outcome of each row: move (up to `concurrency` at once), then
+    flip A -> pending status, in the rows' order; before_finish is called before the first
+    flip.
 
     A move that fails for one object while others to the same prefix succeed (or that
     would overwrite a different object someone put at its destination) leaves that row
     pending: the next run tries the move again, and the other files are not held up. When
     moves to a prefix fail and none succeeds, the store is the problem: the run stops
     (StorageError). Returns the problems of the rows left pending."""
-    stuck: dict[int, str] = {}
-    failures: dict[str, list[StorageError]] = {}  # per destination, before any move there
-    moved: set[str] = set()  # destinations (archive, error) some move reached
-    for row in rows:
-        if row.pending_status is None:
-            continue
+    todo = [row for row in rows if row.pending_status is not None]
+
+    def move(row: LedgerRow) -> StorageError | None:
         if row.dest_key:
-            where = "error" if row.pending_status == ledger.QUARANTINED else "archive"
             try:
                 store.move(landing_prefix + row.landing_name, row.dest_key)
             except StorageError as exc:
-                if where not in moved and not isinstance(exc, ObjectConflictError):
+                return exc
+        return None
+
+    stuck: dict[int, str] = {}
+    failures: dict[str, list[StorageError]] = {}  # per destination, before any move there
+    moved: set[str] = set()  # destinations (archive, error) some move reached
+    ready = False
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="move") as pool:
+        for row, error in zip(todo, pool.map(move, todo), strict=True):
+            where = "error" if row.pending_status == ledger.QUARANTINED else "archive"
+            if error is not None:
+                if where not in moved and not isinstance(error, ObjectConflictError):
                     failed = failures.setdefault(where, [])
-                    failed.append(exc)
+                    failed.append(error)
                     if len(failed) >= OUTAGE_AFTER:
-                        raise failed[0] from exc
-                stuck[row.id] = f"its move to {row.dest_key} failed, retried next run: {exc}"
-                log.error("archive move failed", extra={"file": row.file_name, "error": str(exc)})
+                        raise failed[0] from error
+                stuck[row.id] = f"its move to {row.dest_key} failed, retried next run: {error}"
+                log.error("archive move failed", extra={"file": row.file_name, "error": str(error)})
                 continue
-            moved.add(where)
-        with warehouse.begin() as conn:
-            warehouse.fence(conn)
-            ledger.finish(conn, row)
-        checkpoint(f"archived:{row.file_name}")
+            if row.dest_key:
+                moved.add(where)
+            if not ready:
+                before_finish()
+                ready = True
+            with warehouse.begin() as conn:
+                warehouse.fence(conn)
+                ledger.finish(conn, row)
+            checkpoint(f"archived:{row.file_name}")
     for where, failed in failures.items():
         if where not in moved:
             raise failed[0]

@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 
 from retail_etl.config import Settings
+from retail_etl.engines.dimensions import prefetch_dimensions
 from retail_etl.logs import run_context
 from retail_etl.progress import NullProgress, Progress
 from retail_etl.reports.metrics import write_metrics
@@ -127,6 +128,7 @@ def _stages(
     with timed("discover"):
         found = discover(store, warehouse, storage.landing_prefix, storage.error_prefix, run_id)
     checkpoint("discovered")
+    dims = prefetch_dimensions(warehouse) if found.todo else None  # while the files download
     with timed("fetch", sum(row.size or 0 for row in found.todo)):
         advance = partial(timed.progress.advance, "fetch")
         fetched = fetch(store, found.todo, storage, work_dir / "landing", advance)
@@ -137,9 +139,11 @@ def _stages(
 
     set_aside: list[isolate.SetAside] = []
     published, committed = Published(0, 0, 0, 0), Committed((), (), {}, frozenset(), {})
-    if triaged.batch:
+    if triaged.batch and dims is not None:
         with timed("transform"):
-            transformed = transform(settings, engine, store, warehouse, triaged, run_id, work_dir)
+            transformed = transform(
+                settings, engine, store, warehouse, triaged, run_id, work_dir, dims.result()
+            )
             set_aside.append(
                 isolate.set_aside(
                     warehouse,

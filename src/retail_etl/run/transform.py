@@ -22,8 +22,14 @@ import pyarrow.compute as pc
 from sqlalchemy import select
 
 from retail_etl.config import MAX_STORABLE_AMOUNT, RulesSettings, Settings
-from retail_etl.engines import BatchFile, FileCounts, Manifest, RowLimits, open_engine
-from retail_etl.engines.dimensions import load_dimensions
+from retail_etl.engines import (
+    BatchFile,
+    Dimensions,
+    FileCounts,
+    Manifest,
+    RowLimits,
+    open_engine,
+)
 from retail_etl.errors import EngineError, WarehouseError
 from retail_etl.run import isolate
 from retail_etl.run.triage import Triage
@@ -49,9 +55,10 @@ def transform(
     triaged: Triage,
     run_id: int,
     work_dir: Path,
+    dims: Dimensions,
 ) -> Transformed:
+    """dims: the warehouse's dimensions (engines.dimensions)."""
     limits = RowLimits.of(settings.rules, date.today())
-    dims = load_dimensions(warehouse)
     empty = [name for name, table in dims.required().items() if not table.num_rows]
     if empty:  # every row would be rejected as unknown: not the files' fault
         raise WarehouseError(

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from sqlalchemy import select
 
+from retail_etl.cents import decimals
 from retail_etl.engines import MANDATORY_COLUMNS
 from retail_etl.errors import ConfigError
 from retail_etl.storage import ObjectStore
@@ -93,16 +94,6 @@ class Limits:
     sales_people_per_store: int | None = None
 
 
-def money(cents: np.ndarray) -> pa.Array:
-    """Exact decimal(18,2) from integer cents, without a float or a Python loop."""
-    words = np.empty((len(cents), 2), dtype=np.int64)
-    words[:, 0] = cents
-    words[:, 1] = np.where(cents < 0, -1, 0)
-    return pa.Array.from_buffers(
-        pa.decimal128(18, 2), len(cents), [None, pa.py_buffer(words.tobytes())]
-    )
-
-
 def sales_table(
     catalogue: Catalogue,
     day: date,
@@ -137,9 +128,9 @@ def sales_table(
         "product_name": pc.take(catalogue.product_names, pa.array(product_index)),
         "sales_date": pa.array(np.full(rows, np.datetime64(day, "D")), pa.date32()),
         "sales_person_id": pa.array(seller_ids),
-        "price": money(price_cents),
+        "price": decimals(price_cents),
         "quantity": pa.array(quantity),
-        "total_cost": money(total_cents),
+        "total_cost": decimals(total_cents),
     }
     for name in extra_columns:
         columns[name] = pa.array(

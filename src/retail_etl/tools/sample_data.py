@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from sqlalchemy import Table, delete
 
+from retail_etl.cents import decimals
 from retail_etl.errors import ConfigError
 from retail_etl.warehouse import Warehouse, bulk
 from retail_etl.warehouse.schema import customer, product, sales_team, store
@@ -279,16 +280,6 @@ def _days(base: date, offsets: np.ndarray) -> pa.Array:
     return pa.array(np.datetime64(base, "D") + offsets.astype("timedelta64[D]"), pa.date32())
 
 
-def _cents(cents: np.ndarray) -> pa.Array:
-    """Exact decimal(12,2) from integer cents, without a float or a Python loop."""
-    words = np.zeros((len(cents), 2), dtype=np.int64)
-    words[:, 0] = cents
-    words[:, 1] = np.where(cents < 0, -1, 0)
-    return pa.Array.from_buffers(
-        pa.decimal128(12, 2), len(cents), [None, pa.py_buffer(words.tobytes())]
-    )
-
-
 def customers(count: int, seed: int = 7) -> pa.Table:
     """`count` customers, deterministic for a count (40 gives the sample chain's as before);
     vectorised so a million take under a second."""
@@ -394,8 +385,8 @@ def products(count: int, seed: int = 13) -> pa.Table:
         {
             "id": pa.array(np.concatenate([[row[0] for row in sample], ids]).astype(np.int64)),
             "name": pa.concat_arrays([pa.array([row[1] for row in sample], pa.string()), name]),
-            "current_price": _cents(np.concatenate([sample_cents(2), price])),
-            "old_price": _cents(np.concatenate([sample_cents(3), old])),
+            "current_price": decimals(np.concatenate([sample_cents(2), price]), 12),
+            "old_price": decimals(np.concatenate([sample_cents(3), old]), 12),
             "created_date": _days(date(2022, 1, 1), np.zeros(total, dtype=np.int64)),
             "updated_date": _days(date(2024, 1, 1), np.zeros(total, dtype=np.int64)),
             "expiry_date": _days(date(2026, 12, 31), np.zeros(total, dtype=np.int64)),
