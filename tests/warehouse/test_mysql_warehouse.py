@@ -190,6 +190,54 @@ def test_upserts_are_batched_multi_row_statements(warehouse: Warehouse) -> None:
     assert (count, total, kinds) == (12_000, Decimal("30000.00"), 1), "second upsert replaced"
 
 
+@pytest.mark.parametrize("local_files", [True, False], ids=["load-data-replace", "scratch-copy"])
+def test_an_upsert_replaces_rows_whose_key_exists_and_adds_the_others(
+    warehouse: Warehouse, local_files: bool
+) -> None:
+    """A month's coupons recomputed: LOAD DATA ... REPLACE where the server takes local files,
+    the scratch copy and INSERT ... ON DUPLICATE KEY UPDATE where it does not; same rows."""
+
+    def coupon(customer_id: int, segment: str, cents: int) -> dict[str, Any]:
+        return {
+            "month": "2024-03",
+            "customer_id": customer_id,
+            "segment": segment,
+            "discount_pct": Decimal("5.00"),
+            "reason": f"reason {customer_id}, with a comma and a \\ backslash",
+            "code": f"{segment[:3].upper()}-{customer_id:012d}",
+            "total_sales": Decimal(cents) / 100,
+        }
+
+    with warehouse.begin() as conn:
+        upsert(
+            warehouse, conn, schema.customer_coupons, [coupon(i, "welcome", 100) for i in (1, 2)]
+        )
+    with warehouse.begin() as conn:
+        conn.connection.info["local_infile"] = local_files  # what the server was found to allow
+
+        def statements(kind: str) -> int:
+            return int(conn.execute(text(f"SHOW SESSION STATUS LIKE 'Com_{kind}'")).one()[1])
+
+        loads, inserts = statements("load"), statements("insert_select")
+        upsert(
+            warehouse,
+            conn,
+            schema.customer_coupons,
+            [coupon(2, "loyalty", 250), coupon(3, "welcome", 99)],
+        )
+        used = (statements("load") - loads, statements("insert_select") - inserts)
+        assert used == ((1, 0) if local_files else (0, 1)), used
+    with warehouse.begin() as conn:
+        stored = conn.execute(
+            select(schema.customer_coupons).order_by(schema.customer_coupons.c.customer_id)
+        ).all()
+    assert [dict(row._mapping) for row in stored] == [
+        coupon(1, "welcome", 100),
+        coupon(2, "loyalty", 250),
+        coupon(3, "welcome", 99),
+    ]
+
+
 # --- connection errors ------------------------------------------------------------------------
 def test_an_unreachable_server_is_one_clear_line_after_bounded_retries() -> None:
     port = closed_port()
