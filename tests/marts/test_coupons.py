@@ -467,7 +467,13 @@ def test_months_to_refresh_is_small(env: Env) -> None:
         }
 
 
-def test_recomputing_a_month_mends_every_stored_row(env: Env) -> None:
+@pytest.mark.parametrize("compared_rows", [100_000, 3, 1])
+def test_recomputing_a_month_mends_every_stored_row(
+    env: Env, monkeypatch: pytest.MonkeyPatch, compared_rows: int
+) -> None:
+    """Whatever the stored rows hold (missing, changed or stray rows), and however many
+    customers are compared at a time."""
+    monkeypatch.setattr(coupons, "COMPARED_ROWS", compared_rows)
     env.land("feb.csv", FEB)
     env.land("mar.csv", MAR)
     env.run()

@@ -70,7 +70,7 @@ def test_warehouse_lost_mid_run(
     assert full_state(env, tmp_path) == ref.state
 
 
-@pytest.mark.parametrize("refused", ["lake", "archive"])
+@pytest.mark.parametrize("refused", ["lake", "snapshots", "archive"])
 def test_object_store_refusing_writes_for_a_while(
     env: Env, request: pytest.FixtureRequest, tmp_path: Path, refused: str
 ) -> None:
@@ -78,7 +78,11 @@ def test_object_store_refusing_writes_for_a_while(
     earlier_night_then_new_files(env)
     before = marts(env)
     storage = env.settings.storage
-    prefix = storage.lake_prefix if refused == "lake" else storage.archive_prefix
+    prefix = {
+        "lake": storage.lake_prefix,
+        "snapshots": f"{storage.lake_prefix}customers_data_mart/",
+        "archive": storage.archive_prefix,
+    }[refused]
 
     with store_outage(env, [prefix]) as outage:
         outage.fail()
@@ -88,6 +92,10 @@ def test_object_store_refusing_writes_for_a_while(
         assert prefix in line or (refused == "archive" and env.landing in line), line
         if refused == "lake":  # the lake is written before the marts commit
             assert_nothing_of_the_batch_committed(env, before)
+        if refused == "snapshots":  # the objects move meanwhile, but no file is finished
+            assert {r["status"] for r in ledger(env) if r["file_name"] != "earlier/night.csv"} == {
+                "A"
+            }
         outage.heal()
         summary_of(retail_etl(outage.env, "run", "--json"))
     assert full_state(env, tmp_path) == ref.state

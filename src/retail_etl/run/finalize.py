@@ -50,7 +50,7 @@ def finalize(
         snapshots = pool.submit(write_snapshots, store, warehouse, months, storage.lake_prefix)
 
         def snapshots_written() -> None:
-            snapshots.result()
+            snapshots.result()  # raises what writing them raised
             checkpoint("snapshots_written")
 
         stuck = move_objects(
@@ -62,7 +62,6 @@ def finalize(
             storage.max_concurrency,
             before_finish=snapshots_written,
         )
-        snapshots_written()  # also when nothing was moved
     removed = remove_superseded_lake_objects(store, warehouse)
     return Finalized(snapshots.result(), stuck, removed)
 
@@ -77,8 +76,8 @@ def move_objects(
     before_finish: Callable[[], None] = lambda: None,
 ) -> dict[int, str]:
     """Carry out the committed outcome of each row: move (up to `concurrency` at once), then
-    flip A -> pending status, in the rows' order; before_finish is called before the first
-    flip.
+    flip A -> pending status, in the rows' order; before_finish is called once, before the
+    first flip (or at the end when nothing is flipped).
 
     A move that fails for one object while others to the same prefix succeed (or that
     would overwrite a different object someone put at its destination) leaves that row
@@ -120,6 +119,8 @@ def move_objects(
                 warehouse.fence(conn)
                 ledger.finish(conn, row)
             checkpoint(f"archived:{row.file_name}")
+    if not ready:
+        before_finish()
     for where, failed in failures.items():
         if where not in moved:
             raise failed[0]

@@ -144,6 +144,7 @@ def _stages(
             transformed = transform(
                 settings, engine, store, warehouse, triaged, run_id, work_dir, dims.result()
             )
+            del dims  # a million customers' names: not kept through the commit
             set_aside.append(
                 isolate.set_aside(
                     warehouse,
