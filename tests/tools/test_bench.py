@@ -202,3 +202,18 @@ def test_a_variant_that_fails_or_cannot_run_is_reported_and_the_rest_measured(
     text = table(outcome)
     assert "**Failed: handwritten-duckdb**: RuntimeError: the script crashed" in text
     assert "Not run: **retail-etl-duckdb-s3-mariadb**:" in text
+
+
+def test_without_the_hand_written_script_neither_stack_runs_it_and_both_say_so(
+    tmp_path: Path,
+) -> None:
+    from retail_etl.tools.bench import Options, run_bench
+
+    options = Options(
+        gb=0.001, files=1, repeats=1, spark=False, day30=False, production=True,
+        handwritten=False, s3_endpoint="http://127.0.0.1:1",
+    )  # fmt: skip
+    outcome = run_bench(tmp_path / "work", options, tmp_path / "r.json", tmp_path / "B.md")
+    for name in ("handwritten-duckdb", "handwritten-duckdb-s3-mariadb"):
+        assert outcome["not_run"][name] == "not asked for (--no-handwritten)"
+    assert [v["name"] for v in outcome["variants"]] == ["floor", "retail-etl-duckdb"]

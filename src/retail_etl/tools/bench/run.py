@@ -142,6 +142,8 @@ def run_bench(
     names: tuple[str, ...] = ("retail-etl-duckdb-s3-mariadb",)
     if options.handwritten:
         names = ("handwritten-duckdb-s3-mariadb", *names)
+    elif production:  # listed as not run, as its folder + SQLite twin is
+        want(("handwritten-duckdb-s3-mariadb",), False, None, "--no-handwritten")
     want(names, production, problem, flag)
 
     csvs = bench.prepare()
