@@ -19,9 +19,12 @@ demo: install
 	rm -rf demo && mkdir -p demo
 	cd demo && ../$(VENV)/bin/retail-etl demo
 
-## Every test, against the real services (starts MariaDB when needed, installs Chromium)
+## Every test, against the real services (starts MariaDB when needed, installs Chromium).
+## Tests run in WORKERS processes (pytest-xdist): most of them wait on subprocesses, MariaDB
+## or the S3 server (18-23 minutes one test at a time on two cores, 17 with three workers).
+WORKERS ?= 3
 test: install services browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(WORKERS)
 
 ## Throughput and memory of every variant on the same files, into this repository's
 ## BENCHMARKS.md, bench/ and docs/. PROFILE=default (40 customers, GB=2 by default, up to 15)
