@@ -15,7 +15,7 @@ import pytest
 from retail_etl.config import EngineSettings, RulesSettings
 from retail_etl.engines.base import MANDATORY_COLUMNS, BatchFile, Dimensions, RowLimits
 from retail_etl.engines.duckdb_engine import (
-    BYTES_PER_QUERY,
+    CSV_BYTES_PER_MEMORY_BYTE,
     FILES_PER_QUERY,
     MARTS_MEMORY,
     DuckDBEngine,
@@ -34,12 +34,30 @@ def _files(tmp_path: Path, sizes: list[int]) -> list[BatchFile]:
 
 
 def test_big_files_get_a_query_each_and_small_ones_share(tmp_path: Path) -> None:
-    big = _files(tmp_path, [BYTES_PER_QUERY * 2, BYTES_PER_QUERY // 2 + 1, BYTES_PER_QUERY // 2])
-    assert [[f.ledger_id for f in group] for group in _queries(big)] == [[0], [1], [2]]
+    budget = 1 << 20
+    big = _files(tmp_path, [budget * 2, budget // 2 + 1, budget // 2, budget // 2])
+    groups = _queries(big, budget)
+    assert [[f.ledger_id for f in group] for group in groups] == [[0], [1], [2, 3]]
 
     small = _files(tmp_path, [1000] * (FILES_PER_QUERY * 2 + 1))
-    assert [len(group) for group in _queries(small)] == [FILES_PER_QUERY, FILES_PER_QUERY, 1]
-    assert [f for group in _queries(small) for f in group] == small  # every file, in order
+    groups = _queries(small, budget)
+    assert [len(group) for group in groups] == [FILES_PER_QUERY, FILES_PER_QUERY, 1]
+    assert [f for group in groups for f in group] == small  # every file, in order
+
+
+@pytest.mark.parametrize(("configured", "limit"), [("1GB", 10**9), ("2GiB", 2 << 30)])
+def test_a_query_reads_at_most_an_eighth_of_the_memory_limit_in_csv(
+    tmp_path: Path, configured: str, limit: int
+) -> None:
+    """The lake's partitioned writer holds about 8 bytes per byte of CSV read when no partition
+    fills up (a million customers over hundreds of stores): a bigger share spills."""
+    assert CSV_BYTES_PER_MEMORY_BYTE == 1 / 8
+    engine = DuckDBEngine(EngineSettings(work_dir=str(tmp_path / "work"), memory_limit=configured))
+    eighth = limit // 8
+    files = _files(tmp_path, [int(eighth * share) for share in (0.45, 0.45, 0.55, 0.55, 0.2)])
+    groups = _queries(files, engine._bytes_per_query)
+    assert [[f.ledger_id for f in group] for group in groups] == [[0, 1], [2], [3, 4]]
+    engine.close()
 
 
 @pytest.mark.parametrize(
