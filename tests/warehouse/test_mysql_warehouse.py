@@ -239,6 +239,49 @@ def test_an_upsert_replaces_rows_whose_key_exists_and_adds_the_others(
 
 
 # --- connection errors ------------------------------------------------------------------------
+def test_a_page_the_server_cuts_is_read_again_in_smaller_pages(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server cuts a page's text at group_concat_max_len (and at max_allowed_packet,
+    which a session cannot change) with only a warning: no row may be lost or read half.
+    Here the cap is a few rows' worth: the text ends inside a quoted name, inside the last
+    number of a page, or exactly at a line's end."""
+    t = schema.customers_data_mart
+    n = 40
+    data = pa.table(
+        {
+            "customer_id": pa.array(range(10, 10 + n), pa.int64()),
+            "full_name": pa.array([f"Name {i}" * (1 + i % 3) for i in range(n)]),
+            "sales_date_month": pa.array([date(2024, 3, 1)] * n),
+            "total_sales": pa.array([Decimal(i) for i in range(n)], pa.decimal128(18, 2)),
+            "total_cents": pa.array([10**15 + i for i in range(n)], pa.int64()),
+            "sales_rows": pa.array(range(n), pa.int64()),
+            "updated_at": pa.array([datetime(2024, 3, 31)] * n, pa.timestamp("s")),
+        }
+    )
+    with warehouse.begin() as conn:
+        bulk.load(conn, t, data)
+    everything = [t.c[name] for name in data.column_names]
+    numbers = [t.c.customer_id, t.c.total_cents]  # each line "NN,1000000000000NNN,." + "\n"
+    line = 22
+    for columns, cap in (
+        (everything, 300),  # inside a quoted name
+        (numbers, line + 10),  # inside the last number of a two-row page
+        (numbers, 2 * line - 1),  # at a line's end
+    ):
+        monkeypatch.setattr(bulk, "PAGE_BYTES", cap)
+        expected = data.select([c.name for c in columns]).to_pylist()
+        with warehouse.begin() as conn:
+            read = bulk.select_arrow(conn, select(*columns), t.c.customer_id)
+            ordered = bulk.select_arrow(conn, select(*columns).order_by(t.c.customer_id))
+        assert read.sort_by("customer_id").to_pylist() == expected, cap
+        assert ordered.sort_by("customer_id").to_pylist() == expected, cap
+
+    monkeypatch.setattr(bulk, "PAGE_BYTES", 20)  # not even one row
+    with pytest.raises(WarehouseError, match="max_allowed_packet"), warehouse.begin() as conn:
+        bulk.select_arrow(conn, select(*everything), t.c.customer_id)
+
+
 def test_an_unreachable_server_is_one_clear_line_after_bounded_retries() -> None:
     port = closed_port()
     warehouse = Warehouse(
