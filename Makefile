@@ -24,7 +24,7 @@ demo: install
 ## or the S3 server (18-23 minutes one test at a time on two cores, 17 with three workers).
 WORKERS ?= 3
 test: install services browser
-	$(PY) -m pytest -q -n $(WORKERS)
+	$(PY) -m pytest -q -n $(WORKERS) --dist worksteal
 
 ## Throughput and memory of every variant on the same files, into this repository's
 ## BENCHMARKS.md, bench/ and docs/. PROFILE=default (40 customers, GB=2 by default, up to 15)
