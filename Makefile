@@ -21,7 +21,7 @@ demo: install
 
 ## Every test, against the real services (starts MariaDB when needed, installs Chromium).
 ## Tests run in WORKERS processes (pytest-xdist): most of them wait on subprocesses, MariaDB
-## or the S3 server (18-23 minutes one test at a time on two cores, 17 with three workers).
+## or the S3 server, so three workers on two cores finish sooner than one.
 WORKERS ?= 3
 test: install services browser
 	$(PY) -m pytest -q -n $(WORKERS) --dist worksteal
