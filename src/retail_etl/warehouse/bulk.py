@@ -244,11 +244,11 @@ def select_arrow_batches(
         fields = [_csv_field(window.c[c.name]) for c in selected]
         line = func.concat_ws(",", *fields, _LINE_END)
         packed = func.group_concat(line.op("SEPARATOR")(literal_column("'\n'")))
-        text, rows = conn.execute(select(packed, func.count()).select_from(window)).one()
-        if not rows:
+        text, page_rows = conn.execute(select(packed, func.count()).select_from(window)).one()
+        if not page_rows:
             return
         table = _csv_page(selected, text) if text is not None else None
-        if table is None or table.num_rows != rows:  # cut by the server: smaller pages
+        if table is None or table.num_rows != page_rows:  # cut by the server: smaller pages
             if limit == 1:
                 raise WarehouseError(
                     "a row read from the warehouse does not fit in one reply of the server: "
@@ -257,7 +257,7 @@ def select_arrow_batches(
             limit = max(1, limit // 2)
             continue
         yield table
-        offset += rows
+        offset += page_rows
         if key is not None:
             last = pc.max(table[key.name]).as_py()
 
