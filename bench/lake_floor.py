@@ -36,7 +36,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from retail_etl.config import EngineSettings, RulesSettings
-from retail_etl.engines.base import LAKE_COLUMNS, MANDATORY_COLUMNS, BatchFile, RowLimits
+from retail_etl.engines.base import (
+    LAKE_COLUMNS,
+    MANDATORY_COLUMNS,
+    BatchFile,
+    Dimensions,
+    RowLimits,
+)
 from retail_etl.engines.dimensions import dimensions_of
 from retail_etl.engines.duckdb_engine import DuckDBEngine, connect
 from retail_etl.tools.bench import FLOOR_SQL
@@ -91,11 +97,26 @@ def _typed_rows(batch: list[BatchFile]) -> str:
     )
 
 
-def _lake_schema(folder: Path) -> tuple[int, list[str]]:
+def lake_schema(folder: Path) -> tuple[int, list[str]]:
     """Rows and column names of a lake written under folder (hive partitions left out)."""
     files = sorted(folder.rglob("*.parquet"))
     rows = sum(pq.ParquetFile(path).metadata.num_rows for path in files)
     return rows, pq.ParquetFile(files[0]).schema_arrow.names if files else []
+
+
+def bench_dimensions(workdir: Path) -> Dimensions:
+    """The engines' lookups from the dimension tables a `retail-etl bench` workdir exported."""
+    return dimensions_of(
+        **{
+            argument: pq.read_table(workdir / "dims" / f"{table}.parquet")
+            for argument, table in (
+                ("customers", "customer"),
+                ("stores", "store"),
+                ("team", "sales_team"),
+                ("products", "product"),
+            )
+        }
+    )
 
 
 def main() -> None:
@@ -107,17 +128,7 @@ def main() -> None:
     csvs = sorted((workdir / "csv").rglob("*.csv"))
     if not csvs:
         sys.exit(f"no CSV files under {workdir}/csv: run `retail-etl bench` there first")
-    dims = dimensions_of(
-        **{
-            argument: pq.read_table(workdir / "dims" / f"{table}.parquet")
-            for argument, table in (
-                ("customers", "customer"),
-                ("stores", "store"),
-                ("team", "sales_team"),
-                ("products", "product"),
-            )
-        }
-    )
+    dims = bench_dimensions(workdir)
     batch = [
         BatchFile(index + 1, path.name, path, MANDATORY_COLUMNS) for index, path in enumerate(csvs)
     ]
@@ -156,7 +167,7 @@ def main() -> None:
             clear("lake"),
         )
         engine.close()
-        floor_rows, floor_columns = _lake_schema(out / "lake")
+        floor_rows, floor_columns = lake_schema(out / "lake")
         shutil.rmtree(out / "lake")
 
         def process() -> None:
@@ -167,7 +178,7 @@ def main() -> None:
             fresh.close()
 
         engine_s = _best(repeats, process, clear("engine"))
-        engine_rows, engine_columns = _lake_schema(out / "engine" / "rows" / "kind=valid")
+        engine_rows, engine_columns = lake_schema(out / "engine" / "rows" / "kind=valid")
     if floor_columns != list(LAKE_COLUMNS) or engine_columns != floor_columns:
         sys.exit(f"lake columns differ: floor {floor_columns}, engine {engine_columns}")
     print(

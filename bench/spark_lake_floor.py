@@ -36,13 +36,12 @@ from datetime import date
 from functools import reduce
 from pathlib import Path
 
-import pyarrow.parquet as pq
+from lake_floor import bench_dimensions, lake_schema  # beside this script
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from retail_etl.config import EngineSettings, RulesSettings
 from retail_etl.engines.base import LAKE_COLUMNS, MANDATORY_COLUMNS, BatchFile, RowLimits
-from retail_etl.engines.dimensions import dimensions_of
 from retail_etl.engines.spark_engine import SparkEngine
 from retail_etl.tools.bench.variants import TEXTBOOK_SCRIPT
 
@@ -81,13 +80,6 @@ def _typed_rows(spark: SparkSession, batch: list[BatchFile]) -> DataFrame:
     )
 
 
-def _lake_schema(folder: Path) -> tuple[int, list[str]]:
-    """Rows and column names of a lake written under folder (hive partitions left out)."""
-    files = sorted(folder.rglob("*.parquet"))
-    rows = sum(pq.ParquetFile(path).metadata.num_rows for path in files)
-    return rows, pq.ParquetFile(files[0]).schema_arrow.names if files else []
-
-
 def _step(name: str, workdir: Path, out: Path) -> float:
     """Seconds one step takes in this process (its SparkSession started before the clock)."""
     csvs = sorted((workdir / "csv").rglob("*.csv"))
@@ -100,17 +92,7 @@ def _step(name: str, workdir: Path, out: Path) -> float:
             stdout=subprocess.DEVNULL,
         )
         return time.perf_counter() - started
-    dims = dimensions_of(
-        **{
-            argument: pq.read_table(workdir / "dims" / f"{table}.parquet")
-            for argument, table in (
-                ("customers", "customer"),
-                ("stores", "store"),
-                ("team", "sales_team"),
-                ("products", "product"),
-            )
-        }
-    )
+    dims = bench_dimensions(workdir)
     batch = [
         BatchFile(index + 1, path.name, path, MANDATORY_COLUMNS) for index, path in enumerate(csvs)
     ]
@@ -165,8 +147,8 @@ def main() -> None:
                     file=sys.stderr,
                     flush=True,
                 )
-        floor_rows, floor_columns = _lake_schema(out / "lake_floor")
-        engine_rows, engine_columns = _lake_schema(out / "engine" / "rows" / "kind=valid")
+        floor_rows, floor_columns = lake_schema(out / "lake_floor")
+        engine_rows, engine_columns = lake_schema(out / "engine" / "rows" / "kind=valid")
     if floor_columns != list(LAKE_COLUMNS) or engine_columns != floor_columns:
         sys.exit(f"lake columns differ: floor {floor_columns}, engine {engine_columns}")
     best = {name: min(times) for name, times in seconds.items()}

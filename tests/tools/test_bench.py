@@ -7,6 +7,7 @@ and the Markdown section regenerated without touching the rest of the file."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -175,6 +176,26 @@ def test_lake_floor_writes_the_engines_lake_without_the_checks(bench_run: Path) 
     assert measured["lake_rows_floor"] == measured["lake_rows_engine"] == expected_rows
     for name in ("parquet_copy", "lake_floor", "engine"):
         assert measured[f"{name}_s"] > 0 and measured[f"{name}_x_floor"] > 0
+
+
+def test_spark_lake_floor_writes_the_engines_lake_and_times_textbook_spark(
+    bench_run: Path,
+) -> None:
+    need(shutil.which("java") is not None, "no Java runtime (Spark needs Java 17 or 21)")
+    script = Path(__file__).resolve().parents[2] / "bench" / "spark_lake_floor.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(bench_run / "out" / "work"), "--repeats", "1"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    measured = json.loads(done.stdout)
+    # the floor's lake holds every row of the (clean) day with the engine's columns, as the
+    # engine's does (the script exits non-zero when the columns differ)
+    expected_rows = json.loads((bench_run / "out" / "work" / "csv.json").read_text())["rows"] * 2
+    assert measured["lake_rows_floor"] == measured["lake_rows_engine"] == expected_rows
+    for name in ("floor", "lake_floor", "lake_flat", "engine", "textbook"):
+        assert measured[f"{name}_s"] > 0
+    assert measured["textbook_x_engine"] == round(measured["textbook_s"] / measured["engine_s"], 2)
 
 
 def test_a_variant_that_fails_or_cannot_run_is_reported_and_the_rest_measured(
