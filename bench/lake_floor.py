@@ -59,10 +59,11 @@ DECLARED_TYPES = {
 }
 
 # The lake's columns from typed rows t and the engine's lookups; no row rule is applied.
-LAKE_SELECT = """
-SELECT strftime(t.sales_date, '%Y-%m') AS sales_month, t.store_id, t.ledger_id AS _ledger,
+# {hint}: a join hint; {month}: the sales date as YYYY-MM in the engine's dialect.
+LAKE_SELECT_TEMPLATE = """
+SELECT {hint} {month} AS sales_month, t.store_id, t.ledger_id AS _ledger,
        t.customer_id, trim(t.product_name) AS product_name, t.sales_date, t.sales_person_id,
-       t.price, t.quantity, t.total_cost, CAST(NULL AS VARCHAR) AS additional_column,
+       t.price, t.quantity, t.total_cost, CAST(NULL AS STRING) AS additional_column,
        c.customer_full_name, c.customer_address, c.customer_phone_number,
        s.store_address, s.store_manager_name, sp.sales_person_full_name, p.product_id,
        f.file_name AS source_file, t.ledger_id, CAST(1 AS BIGINT) AS run_id
@@ -73,6 +74,7 @@ JOIN dim_sales_team sp ON sp.sales_person_id = t.sales_person_id
 LEFT JOIN dim_product p ON p.product_name = trim(t.product_name)
 JOIN batch_files f ON f.ledger_id = t.ledger_id
 """
+LAKE_SELECT = LAKE_SELECT_TEMPLATE.format(hint="", month="strftime(t.sales_date, '%Y-%m')")
 
 
 def _best(repeats: int, action: Callable[[], object], reset: Callable[[], object]) -> float:
@@ -102,6 +104,19 @@ def lake_schema(folder: Path) -> tuple[int, list[str]]:
     files = sorted(folder.rglob("*.parquet"))
     rows = sum(pq.ParquetFile(path).metadata.num_rows for path in files)
     return rows, pq.ParquetFile(files[0]).schema_arrow.names if files else []
+
+
+def lake_summary(
+    csvs: list[Path], repeats: int, floor_rows: int, engine_rows: int
+) -> dict[str, object]:
+    """What a floor script measured on: the day's files, its turns, the rows each lake holds."""
+    return {
+        "csv_files": len(csvs),
+        "csv_mb": round(sum(path.stat().st_size for path in csvs) / 1e6, 1),
+        "repeats": repeats,
+        "lake_rows_floor": floor_rows,
+        "lake_rows_engine": engine_rows,
+    }
 
 
 def bench_dimensions(workdir: Path) -> Dimensions:
@@ -184,11 +199,7 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "csv_files": len(csvs),
-                "csv_mb": round(sum(path.stat().st_size for path in csvs) / 1e6, 1),
-                "repeats": repeats,
-                "lake_rows_floor": floor_rows,
-                "lake_rows_engine": engine_rows,
+                **lake_summary(csvs, repeats, floor_rows, engine_rows),
                 "floor_s": round(floor, 3),
                 "parquet_copy_s": round(parquet_copy, 3),
                 "parquet_copy_x_floor": round(parquet_copy / floor, 2),

@@ -36,7 +36,12 @@ from datetime import date
 from functools import reduce
 from pathlib import Path
 
-from lake_floor import bench_dimensions, lake_schema  # beside this script
+from lake_floor import (  # beside this script
+    LAKE_SELECT_TEMPLATE,
+    bench_dimensions,
+    lake_schema,
+    lake_summary,
+)
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -50,22 +55,9 @@ DECLARED_SCHEMA = (
     "sales_person_id BIGINT, price DECIMAL(18, 2), quantity BIGINT, total_cost DECIMAL(18, 2)"
 )
 
-# The lake's columns from typed rows t and the engine's lookups; no row rule is applied.
-LAKE_SELECT = """
-SELECT /*+ BROADCAST(c, s, sp, p, f) */
-       date_format(t.sales_date, 'yyyy-MM') AS sales_month, t.store_id, t.ledger_id AS _ledger,
-       t.customer_id, trim(t.product_name) AS product_name, t.sales_date, t.sales_person_id,
-       t.price, t.quantity, t.total_cost, CAST(NULL AS STRING) AS additional_column,
-       c.customer_full_name, c.customer_address, c.customer_phone_number,
-       s.store_address, s.store_manager_name, sp.sales_person_full_name, p.product_id,
-       f.file_name AS source_file, t.ledger_id, CAST(1 AS BIGINT) AS run_id
-FROM typed_rows t
-JOIN dim_customer c ON c.customer_id = t.customer_id
-JOIN dim_store s ON s.store_id = t.store_id
-JOIN dim_sales_team sp ON sp.sales_person_id = t.sales_person_id
-LEFT JOIN dim_product p ON p.product_name = trim(t.product_name)
-JOIN batch_files f ON f.ledger_id = t.ledger_id
-"""
+LAKE_SELECT = LAKE_SELECT_TEMPLATE.format(
+    hint="/*+ BROADCAST(c, s, sp, p, f) */", month="date_format(t.sales_date, 'yyyy-MM')"
+)
 
 
 def _typed_rows(spark: SparkSession, batch: list[BatchFile]) -> DataFrame:
@@ -155,11 +147,7 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "csv_files": len(csvs),
-                "csv_mb": round(sum(path.stat().st_size for path in csvs) / 1e6, 1),
-                "repeats": repeats,
-                "lake_rows_floor": floor_rows,
-                "lake_rows_engine": engine_rows,
+                **lake_summary(csvs, repeats, floor_rows, engine_rows),
                 **{f"{name}_s": round(value, 3) for name, value in best.items()},
                 "textbook_x_lake_floor": round(best["textbook"] / best["lake_floor"], 2),
                 "textbook_x_engine": round(best["textbook"] / best["engine"], 2),
