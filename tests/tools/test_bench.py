@@ -2,7 +2,8 @@
 variants run the same engine code the Spark tests cover): every variant measured, taking turns,
 the marts of every variant (the tool and the hand-written script, on the embedded parts and on
 S3 + MariaDB) equal to the floor's sum to the cent, everything written under one output folder,
-and the Markdown section regenerated without touching the rest of the file."""
+and the Markdown section regenerated without touching the rest of the file. The floor scripts
+in bench/ (the Spark one included) run on the same tiny day."""
 
 from __future__ import annotations
 
