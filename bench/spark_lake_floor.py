@@ -37,6 +37,7 @@ from functools import reduce
 from pathlib import Path
 
 from lake_floor import (  # beside this script
+    DECLARED_TYPES,
     LAKE_SELECT_TEMPLATE,
     bench_dimensions,
     lake_schema,
@@ -50,9 +51,10 @@ from retail_etl.engines.base import LAKE_COLUMNS, MANDATORY_COLUMNS, BatchFile, 
 from retail_etl.engines.spark_engine import SparkEngine
 from retail_etl.tools.bench.variants import TEXTBOOK_SCRIPT
 
-DECLARED_SCHEMA = (
-    "customer_id BIGINT, store_id BIGINT, product_name STRING, sales_date DATE, "
-    "sales_person_id BIGINT, price DECIMAL(18, 2), quantity BIGINT, total_cost DECIMAL(18, 2)"
+# the DuckDB floor's declared types as a Spark DDL schema (Spark's text type is STRING)
+DECLARED_SCHEMA = ", ".join(
+    f"{name} {'STRING' if sql_type == 'VARCHAR' else sql_type}"
+    for name, sql_type in DECLARED_TYPES.items()
 )
 
 LAKE_SELECT = LAKE_SELECT_TEMPLATE.format(

@@ -5,6 +5,11 @@ customer-month, and on the first day of a month a coupon per customer-month -- t
 tool's own bulk paths (warehouse/bulk.py: executemany on SQLite, LOAD DATA LOCAL INFILE on
 MySQL/MariaDB). With a large customer base these writes alone bound how fast a run can be.
 
+Then the same rows again with other values, into the month that now holds them (bulk.upsert:
+SQLite's INSERT ... ON CONFLICT DO UPDATE, MySQL's LOAD DATA ... REPLACE): what a later day of
+the month must at least write when every customer bought again (the bench's day 30), so that
+the update's extra cost over the first day's inserts is measured apart.
+
 Usage: python bench/warehouse_floor.py BENCH_WORKDIR [WAREHOUSE_URL]   (a `retail-etl bench`
 --workdir whose csv/ holds the day; default a fresh SQLite file; a mysql+pymysql:// URL names
 an empty database the script may fill). Prints one JSON object.
@@ -22,6 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
+from sqlalchemy import func, select
 
 from retail_etl.config import Settings
 from retail_etl.engines import duckdb_engine
@@ -78,6 +84,22 @@ def main() -> None:
             "total_sales": pa.array([Decimal("1234.56")] * customer_months, pa.decimal128(18, 2)),
         }
     ).select(list(STORED_COLUMNS))
+    # a later day of the month: every customer bought again, every row's values differ
+    later_total = pa.array([Decimal("2345.67")] * customer_months, pa.decimal128(18, 2))
+    mart_later = mart_rows.set_column(
+        mart_rows.schema.get_field_index("total_sales"), "total_sales", later_total
+    ).set_column(
+        mart_rows.schema.get_field_index("total_cents"),
+        "total_cents",
+        pa.array([23456700] * customer_months, pa.int64()),
+    )
+    coupons_later = coupons.set_column(
+        coupons.schema.get_field_index("total_sales"), "total_sales", later_total
+    ).set_column(
+        coupons.schema.get_field_index("reason"),
+        "reason",
+        pa.array(["first purchases in 2024-03: spent 2,345.67"] * customer_months),
+    )
     with tempfile.TemporaryDirectory() as folder:
         url = sys.argv[2] if len(sys.argv) == 3 else f"sqlite:///{folder}/warehouse.db"
         warehouse = Warehouse(Settings.model_validate({"warehouse": {"url": url}}).warehouse)
@@ -89,7 +111,20 @@ def main() -> None:
             mart = _timed(lambda: bulk.load(conn, customers_data_mart, mart_rows))
         with warehouse.begin() as conn:
             coupon_rows = _timed(lambda: bulk.upsert(conn, customer_coupons, coupons))
+        with warehouse.begin() as conn:
+            mart_update = _timed(lambda: bulk.upsert(conn, customers_data_mart, mart_later))
+        with warehouse.begin() as conn:
+            coupon_update = _timed(lambda: bulk.upsert(conn, customer_coupons, coupons_later))
+        with warehouse.begin() as conn:  # every row was replaced, none added
+            updated = [
+                conn.execute(
+                    select(func.count()).where(table.c.total_sales == Decimal("2345.67"))
+                ).scalar_one()
+                for table in (customers_data_mart, customer_coupons)
+            ]
         warehouse.dispose()
+    if updated != [customer_months, customer_months]:
+        sys.exit(f"the updates replaced {updated} rows, not {customer_months} each")
     print(
         json.dumps(
             {
@@ -101,6 +136,10 @@ def main() -> None:
                 "mart_rows_x_floor": round(mart / floor, 2),
                 "coupon_rows_insert_s": round(coupon_rows, 2),
                 "coupon_rows_x_floor": round(coupon_rows / floor, 2),
+                "mart_rows_update_s": round(mart_update, 2),
+                "coupon_rows_update_s": round(coupon_update, 2),
+                # what a later day of the month costs the warehouse beyond the first day
+                "update_over_insert_s": round(mart_update + coupon_update - mart - coupon_rows, 2),
             }
         )
     )

@@ -158,7 +158,13 @@ def test_warehouse_floor_counts_the_rows_a_day_makes_the_warehouse_hold(tmp_path
     measured = json.loads(done.stdout)
     assert measured["csv_files"] == 2
     assert measured["customer_months"] == 3
-    for name in ("floor_s", "mart_rows_insert_s", "coupon_rows_insert_s"):
+    for name in (
+        "floor_s",
+        "mart_rows_insert_s",
+        "coupon_rows_insert_s",
+        "mart_rows_update_s",
+        "coupon_rows_update_s",
+    ):
         assert measured[name] >= 0
 
 
