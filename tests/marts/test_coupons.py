@@ -497,6 +497,26 @@ def test_recomputing_a_month_mends_every_stored_row(
     assert table_rows(env) == expected_rows()
 
 
+def test_recomputing_a_month_writes_only_the_coupons_that_differ(env: Env) -> None:
+    """A nightly batch changes few of a month's coupons: the rest are not written again
+    (SQLite's upsert skips them itself, MySQL's path compares them with the stored ones)."""
+    env.land("feb.csv", FEB)
+    env.land("mar.csv", MAR)
+    env.run()
+    t = customer_coupons
+    with env.warehouse.begin() as conn:
+        before = env.warehouse.rows_written
+        coupons.replace_month(env.warehouse, conn, "2024-03", RulesSettings())
+        assert env.warehouse.rows_written == before
+        conn.execute(
+            t.update().where(t.c.month == "2024-03", t.c.customer_id == 2).values(reason="stale")
+        )
+        before = env.warehouse.rows_written
+        coupons.replace_month(env.warehouse, conn, "2024-03", RulesSettings())
+        assert env.warehouse.rows_written == before + 1
+    assert table_rows(env) == expected_rows()
+
+
 def test_export_csv_and_refresh(env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from retail_etl.cli import app
 

@@ -38,7 +38,8 @@ ROWS_WRITTEN = "retail_etl_rows_written"  # execution option: the rows a stateme
 def upsert(conn: Connection, table: Table, data: pa.Table) -> None:
     """Insert an Arrow table's rows (column names = table columns), replacing the non-key
     columns of rows whose primary key exists. SQLite: executemany of the upsert, bound as
-    plain tuples Arrow makes; MySQL/MariaDB: LOAD DATA LOCAL INFILE ... REPLACE when data
+    plain tuples Arrow makes, leaving a row that already holds the given values unwritten
+    (upsert_skips_unchanged); MySQL/MariaDB: LOAD DATA LOCAL INFILE ... REPLACE when data
     gives every column, else the rows loaded (load) into a scratch copy of the table, then
     one INSERT ... SELECT ... ON DUPLICATE KEY UPDATE. A month's coupons for a million
     customers are a million rows."""
@@ -48,10 +49,11 @@ def upsert(conn: Connection, table: Table, data: pa.Table) -> None:
     keys = [c.name for c in table.primary_key.columns]
     quote = conn.dialect.identifier_preparer.quote
     updates = [quote(n) for n in names if n not in keys] or [quote(keys[0])]
-    if conn.dialect.name == "sqlite":
+    if upsert_skips_unchanged(conn):
         statement = _insert_sql(conn, table, names)
         statement += f" ON CONFLICT ({', '.join(quote(k) for k in keys)}) DO UPDATE SET "
         statement += ", ".join(f"{n} = excluded.{n}" for n in updates)
+        statement += " WHERE " + " OR ".join(f"{n} IS NOT excluded.{n}" for n in updates)
         _executemany(conn, statement, data)
         return
     if set(names) == {c.name for c in table.columns} and _local_files_allowed(conn):
@@ -70,6 +72,13 @@ def upsert(conn: Connection, table: Table, data: pa.Table) -> None:
         "ON DUPLICATE KEY UPDATE " + ", ".join(f"{n} = VALUES({n})" for n in updates),
         execution_options={ROWS_WRITTEN: data.num_rows},
     )
+
+
+def upsert_skips_unchanged(conn: Connection) -> bool:
+    """Whether upsert leaves a row that already holds the given values unwritten by itself,
+    so that a caller need not read the stored rows to write only the changed ones: SQLite's
+    DO UPDATE ... WHERE; MySQL's LOAD DATA ... REPLACE rewrites every row it is given."""
+    return conn.dialect.name == "sqlite"
 
 
 def upsert_from_select(
