@@ -61,7 +61,7 @@ from retail_etl.warehouse.schema import customer, customer_coupons, customers_da
 
 DEFAULT_SECRET = b"retail-etl coupon codes: set rules.coupon_secret"
 _CHUNK = 500
-COMPARED_ROWS = 100_000  # coupons compared with the stored ones, and written, at a time
+COMPARED_ROWS = 100_000  # MySQL: coupons compared with the stored ones, and written, at a time
 ZERO = Decimal("0.00")
 _PERCENT = pa.decimal128(5, 2)  # discount_pct
 LAST_MONTH = "9999-12"
