@@ -3,15 +3,17 @@ awkward text included, on every backend (MySQL/MariaDB: LOAD DATA LOCAL INFILE).
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 import pyarrow as pa
 import pytest
 from conftest import Env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, event, select
+from sqlalchemy import case, delete, event, select
 
 from retail_etl.errors import WarehouseError
 from retail_etl.warehouse import bulk
@@ -161,3 +163,59 @@ def test_any_text_comes_back_exactly_through_the_bulk_paths(
         bulk.load(conn, t, data)
         read = bulk.select_arrow(conn, select(t), t.c.customer_id)
     assert read.to_pylist() == data.to_pylist()
+
+
+def _integer_rows(cents: list[int | None]) -> pa.Table:
+    """customers_data_mart rows whose total_cents are these (NULL: 0, with sales_rows 1)."""
+    n = len(cents)
+    return pa.table(
+        {
+            "customer_id": pa.array(range(1, n + 1), pa.int64()),
+            "sales_date_month": pa.array([date(2024, 3, 1)] * n, pa.date32()),
+            "total_sales": pa.array([Decimal("1.00")] * n, pa.decimal128(18, 2)),
+            "total_cents": pa.array([c or 0 for c in cents], pa.int64()),
+            "sales_rows": pa.array([1 if c is None else 2 for c in cents], pa.int64()),
+            "updated_at": pa.array([datetime(2024, 3, 31)] * n, pa.timestamp("s")),
+        }
+    )
+
+
+def _integers_read(conn: Any) -> list[tuple[int, int, int | None]]:
+    """customer_id, total_cents and an integer expression that is NULL where sales_rows is
+    1, read by select_arrow (SQLite: as one text), in customer order."""
+    t = customers_data_mart
+    maybe = case((t.c.sales_rows == 2, t.c.total_cents), else_=None).label("maybe")
+    read = bulk.select_arrow(conn, select(t.c.customer_id, t.c.total_cents, maybe), t.c.customer_id)
+    assert read.schema.names == ["customer_id", "total_cents", "maybe"]
+    return sorted(tuple(row.values()) for row in read.to_pylist())  # type: ignore[misc]
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(cents=st.lists(st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)), max_size=40))
+def test_integer_reads_come_back_whole_on_every_backend(env: Env, cents: list[int | None]) -> None:
+    """Ids, cents and flags (the coupons' reads; SQLite writes them as one text) come back
+    exactly, NULLs and the extremes of 64 bits included."""
+    with env.warehouse.begin() as conn:
+        conn.execute(delete(customers_data_mart))
+        bulk.load(conn, customers_data_mart, _integer_rows(cents))
+        read = _integers_read(conn)
+    assert read == [(i + 1, c or 0, c) for i, c in enumerate(cents)]
+
+
+def test_integer_reads_longer_than_sqlite_allows_as_one_text_are_read_as_rows(
+    embedded: Env,
+) -> None:
+    cents = [None if i % 7 == 0 else i * 1001 for i in range(500)]
+    with embedded.warehouse.begin() as conn:
+        bulk.load(conn, customers_data_mart, _integer_rows(cents))
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        # room for any row of the table, not for the 500 rows as one text
+        longest = raw.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1000)
+        try:
+            read = _integers_read(conn)
+        finally:
+            raw.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, longest)
+    assert read == [(i + 1, c or 0, c) for i, c in enumerate(cents)]
