@@ -208,7 +208,8 @@ _LINE_END = "."  # a last field on every line: a line cut short has fewer fields
 
 def select_arrow(conn: Connection, statement: Select[Any], key: Any = None) -> pa.Table:
     """A query's rows as Arrow, built column by column, typed from the selected columns;
-    key: as for select_arrow_batches."""
+    key: as for select_arrow_batches. On SQLite a query of integer columns only, with a key,
+    is read as one text (_sqlite_integers)."""
     selected = list(statement.selected_columns)
     if (
         conn.dialect.name == "sqlite"
