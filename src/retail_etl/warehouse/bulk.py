@@ -301,13 +301,7 @@ def _sqlite_integers(
         return None
     if text is None:  # no rows
         return _arrow_of(selected, [])
-    types = {c.name: pa.int64() for c in selected}
-    table = pacsv.read_csv(
-        pa.py_buffer(text.encode("ascii")),
-        read_options=pacsv.ReadOptions(column_names=[*types, "_line_end"]),
-        convert_options=pacsv.ConvertOptions(column_types=types, null_values=[""]),
-    )
-    return table.select(list(types))
+    return _csv_page(selected, text)  # the MySQL pages' reader: the same CSV
 
 
 def _csv_field(column: Any) -> Any:
