@@ -491,9 +491,12 @@ def test_recomputing_a_month_mends_every_stored_row(
                  "reason": "stray", "code": "X", "total_sales": D("1")}  # fmt: skip
         for customer_id in (1, 12, 500):
             conn.execute(t.insert().values(customer_id=customer_id, **stray))
+        # and a coupon in April, which has no sales loaded and so earns none
+        conn.execute(t.insert().values(customer_id=3, **(stray | {"month": "2024-04"})))
     assert table_rows(env) != expected_rows()
     with env.warehouse.begin() as conn:
         coupons.replace_month(env.warehouse, conn, "2024-03", RulesSettings())
+        coupons.replace_month(env.warehouse, conn, "2024-04", RulesSettings())
     assert table_rows(env) == expected_rows()
 
 
