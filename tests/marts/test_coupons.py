@@ -4,6 +4,7 @@ and its edge cases, then the table kept by the pipeline, incrementally."""
 from __future__ import annotations
 
 import csv
+import hmac
 import stat
 from datetime import date
 from decimal import Decimal
@@ -14,6 +15,8 @@ import duckdb
 import pyarrow as pa
 import pytest
 from conftest import Env, csv_text
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -186,6 +189,49 @@ def test_codes_are_deterministic_and_keyed() -> None:
     }
     assert code not in others and len(others) == 4
     assert coupons.coupon_code(b"k", 1, "2024-03", "win-back").startswith("WIN-")
+
+
+def test_codes_keep_their_published_values() -> None:
+    # customers hold these codes: a change of how they are computed must not change them
+    assert coupons.coupon_code(b"k", 42, "2024-03", "loyalty") == "LOY-XGH9XNPE0GEV"
+    assert (
+        coupons.coupon_code(coupons.DEFAULT_SECRET, 1234567, "2024-12", "win-back")
+        == "WIN-QDB2DMAZXHW7"
+    )
+    assert coupons.coupon_code(b"x" * 100, -7, "2024-01", "ünï €") == "N-A7M2NF8FTFDK"
+
+
+def _reference_code(secret: bytes, customer_id: int, month: str, segment: str) -> str:
+    """The documented formula with Python's hmac: the first 60 bits of
+    HMAC-SHA256(secret, "customer_id|month|segment") in Crockford base 32."""
+    digest = hmac.new(secret, f"{customer_id}|{month}|{segment}".encode(), "sha256").digest()
+    number = int.from_bytes(digest[:8], "big") >> 4
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    body = "".join(alphabet[(number >> shift) & 31] for shift in range(55, -1, -5))
+    prefix = "".join(ch for ch in segment if ch.isascii() and ch.isalnum()).upper()[:3]
+    return f"{prefix}-{body}"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    secret=st.binary(max_size=150),  # longer than SHA-256's 64-byte block: hashed first
+    rows=st.lists(
+        st.tuples(
+            st.integers(-(2**63), 2**63 - 1),
+            st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12),
+        ),
+        max_size=20,
+    ),
+    month=st.sampled_from(["2024-03", "1999-12", "9999-12"]),
+)
+def test_codes_are_the_hmac_of_customer_month_and_segment(
+    secret: bytes, rows: list[tuple[int, str]], month: str
+) -> None:
+    ids = pa.array([customer_id for customer_id, _ in rows], pa.int64())
+    segments = pa.array([segment for _, segment in rows], pa.string())
+    assert coupons.coupon_codes(secret, ids, month, segments).to_pylist() == [
+        _reference_code(secret, customer_id, month, segment) for customer_id, segment in rows
+    ]
 
 
 def test_month_arithmetic() -> None:

@@ -27,7 +27,7 @@ month gives the same codes, and without the secret nobody can make a valid one.
 from __future__ import annotations
 
 import csv
-import hmac
+import hashlib
 import math
 import os
 import re
@@ -55,6 +55,7 @@ from retail_etl.config import (
     SpendDropRule,
     TopSpendersRule,
 )
+from retail_etl.engines import duckdb_engine
 from retail_etl.marts.merge import MartChanges
 from retail_etl.warehouse import Warehouse, bulk, select_arrow
 from retail_etl.warehouse.schema import customer, customer_coupons, customers_data_mart
@@ -117,36 +118,44 @@ def _code_prefix(segment: str) -> str:
 
 def coupon_code(secret: bytes, customer_id: int, month: str, segment: str) -> str:
     """Deterministic and unforgeable without the secret: SEG-XXXXXXXXXXXX (60 bits)."""
-    return str(coupon_codes(secret, [customer_id], month, [segment])[0])
+    return str(coupon_codes(secret, pa.array([customer_id]), month, pa.array([segment]))[0])
 
 
-def coupon_codes(
-    secret: bytes, customer_ids: Sequence[int], month: str, segments: Sequence[str]
-) -> pa.Array:
-    """coupon_code for many customers at once: the HMACs one by one, their 60 bits turned into
-    base-32 text by arrays (a month can hold a million coupons)."""
-    # the keyed state copied for each code: hmac.digest hashes the key again every time, and
-    # took 1.6 times as long for a million codes
-    keyed = hmac.new(secret, digestmod="sha256")
-
-    def digest(message: bytes, copy: Any = keyed.copy) -> bytes:
-        state = copy()
-        state.update(message)
-        return bytes(state.digest()[:8])
-
-    digests = b"".join(
-        [
-            digest(f"{customer_id}|{month}|{segment}".encode())
-            for customer_id, segment in zip(customer_ids, segments, strict=True)
-        ]
-    )
-    numbers = np.frombuffer(digests, dtype=">u8").astype(np.uint64) >> np.uint64(4)
+def coupon_codes(secret: bytes, customer_ids: pa.Array, month: str, segments: pa.Array) -> pa.Array:
+    """coupon_code for many customers at once (a month can hold a million coupons): the
+    first 60 bits of HMAC-SHA256(secret, "customer_id|month|segment") as base-32 text."""
+    numbers = _hmac_prefixes(secret, customer_ids, month, segments) >> np.uint64(4)
     pairs = pa.array(_CODE_PAIRS, pa.string())
-    parts = [pa.array([_code_prefix(s) + "-" for s in segments], pa.string())]
+    distinct = segments.unique()
+    heads = pa.array([_code_prefix(s) + "-" for s in distinct.to_pylist()], pa.string())
+    parts = [pc.take(heads, pc.index_in(segments, distinct))]
     for shift in (50, 40, 30, 20, 10, 0):
         index = ((numbers >> np.uint64(shift)) & np.uint64(1023)).astype(np.int64)
         parts.append(pc.take(pairs, pa.array(index)))
     return pc.binary_join_element_wise(*parts, "")
+
+
+_SHA256_BLOCK = 64  # bytes: HMAC pads (or first hashes) the key to this
+
+
+def _hmac_prefixes(
+    secret: bytes, customer_ids: pa.Array, month: str, segments: pa.Array
+) -> np.ndarray:
+    """The first 8 bytes of each HMAC-SHA256 (RFC 2104), as big-endian uint64, computed by
+    DuckDB's sha256 over blobs: Python's hmac, one call per code, took 3 times as long."""
+    key = hashlib.sha256(secret).digest() if len(secret) > _SHA256_BLOCK else secret
+    key = key.ljust(_SHA256_BLOCK, b"\0")
+    inner, outer = bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
+    messages = pa.table({"customer_id": customer_ids, "segment": segments})
+    with duckdb_engine.connect() as db:
+        db.register("messages", messages)
+        digests = db.execute(
+            """SELECT ('0x' || left(sha256($outer || unhex(sha256($inner || encode(
+                   customer_id::VARCHAR || '|' || $month || '|' || segment)))), 16))::UBIGINT
+               FROM messages""",
+            {"inner": inner, "outer": outer, "month": month},
+        ).fetchnumpy()
+    return next(iter(digests.values())).astype(np.uint64)
 
 
 def _number(value: Decimal) -> str:
@@ -297,7 +306,7 @@ def month_coupons(
             "segment": segments,
             "discount_pct": pc.take(pa.array([r.discount_pct for r in rules], _PERCENT), take),
             "reason": pa.array(reasons.tolist(), pa.string()),
-            "code": coupon_codes(secret, ids, month, segments.to_pylist()),
+            "code": coupon_codes(secret, pa.array(ids, pa.int64()), month, segments),
             "total_sales": decimals(cents),
         }
     )
