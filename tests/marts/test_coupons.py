@@ -18,6 +18,7 @@ from conftest import Env, csv_text
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
+from sqlalchemy.exc import DataError
 from typer.testing import CliRunner
 
 from retail_etl.config import (
@@ -29,7 +30,7 @@ from retail_etl.config import (
     TopSpendersRule,
     load_settings,
 )
-from retail_etl.errors import ConfigError
+from retail_etl.errors import ConfigError, WarehouseError
 from retail_etl.marts import coupons
 from retail_etl.warehouse.schema import customer, customer_coupons
 
@@ -544,6 +545,35 @@ def test_recomputing_a_month_mends_every_stored_row(
         coupons.replace_month(env.warehouse, conn, "2024-03", RulesSettings())
         coupons.replace_month(env.warehouse, conn, "2024-04", RulesSettings())
     assert table_rows(env) == expected_rows()
+
+
+def test_a_range_of_coupons_that_cannot_be_written_fails_the_whole_month(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MySQL writes a month's coupons a range of customers at a time, the next range computed
+    while one is written: a write that fails stops the month there, with its error, and the
+    transaction then holds none of the month's new coupons."""
+    monkeypatch.setattr(coupons, "COMPARED_ROWS", 3)  # March's coupons (2..11): 4 ranges
+    env.land("feb.csv", FEB)
+    env.land("mar.csv", MAR)
+    env.run()
+    before = table_rows(env)
+    upsert, written = coupons.bulk.upsert, []
+
+    def refusing_customer_5(conn: Any, table: Any, data: pa.Table) -> None:
+        ids = data["customer_id"].to_pylist()
+        written.append(ids)
+        if 5 in ids:
+            raise DataError("LOAD DATA", None, Exception("refused"))
+        upsert(conn, table, data)
+
+    monkeypatch.setattr(coupons.bulk, "upsert", refusing_customer_5)
+    t = customer_coupons
+    with pytest.raises(WarehouseError, match="refused"), env.warehouse.begin() as conn:
+        conn.execute(t.delete().where(t.c.month == "2024-03"))
+        coupons.replace_month(env.warehouse, conn, "2024-03", RulesSettings())
+    assert 5 in written[-1]  # nothing written after the range that failed
+    assert table_rows(env) == before
 
 
 def test_recomputing_a_month_writes_only_the_coupons_that_differ(env: Env) -> None:

@@ -33,6 +33,7 @@ import os
 import re
 import tempfile
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -245,11 +246,41 @@ def month_coupons(
 ) -> pa.Table:
     """The month's coupons, in customer order, as customer_coupons rows (STORED_COLUMNS):
     each customer gets the first rule (in order) that matches them, or none."""
+    return _render(month, _choose(spends, rules), rules, secret)
+
+
+@dataclass(frozen=True)
+class _Chosen:
+    """The customers who get a coupon in a month and by which rule, in customer order."""
+
+    customer_id: np.ndarray  # int64
+    rule: np.ndarray  # int64: index of the rule
+    cents: np.ndarray  # int64: this month's spend
+    previous_cents: np.ndarray  # int64: the previous month's
+    rank: np.ndarray  # int64: 1 + the customers of the month who spent more
+    spenders: int  # customers of the month who spent more than 0
+
+    def __len__(self) -> int:
+        return len(self.customer_id)
+
+    def slice(self, start: int, stop: int) -> _Chosen:
+        part = slice(start, stop)
+        return _Chosen(
+            self.customer_id[part],
+            self.rule[part],
+            self.cents[part],
+            self.previous_cents[part],
+            self.rank[part],
+            self.spenders,
+        )
+
+
+def _choose(spends: Spends, rules: Sequence[CouponRule]) -> _Chosen:
+    """Each customer's first matching rule, by arrays: cheap next to writing the texts."""
     s = spends
     rule_of = np.full(len(s.customer_id), -1, dtype=np.int64)
     spent = s.cents[s.in_month]
     ascending = np.sort(spent)
-    spenders = int(np.count_nonzero(spent > 0))
     for index, rule in enumerate(rules):
         free = rule_of == -1
         if isinstance(rule, TopSpendersRule):
@@ -265,28 +296,37 @@ def month_coupons(
         else:
             match = free & s.in_month & ~s.returning & (s.cents >= _at_least_cents(rule.min_spend))
         rule_of[match] = index
-
     chosen = np.flatnonzero(rule_of >= 0)
-    ids = s.customer_id[chosen].tolist()
     cents = s.cents[chosen]
-    which = rule_of[chosen]
-    # rank: 1 + the customers of the month who spent more
-    ranks = 1 + len(ascending) - np.searchsorted(ascending, cents, "right")
+    return _Chosen(
+        s.customer_id[chosen],
+        rule_of[chosen],
+        cents,
+        s.previous_cents[chosen],
+        1 + len(ascending) - np.searchsorted(ascending, cents, "right"),
+        int(np.count_nonzero(spent > 0)),
+    )
+
+
+def _render(month: str, chosen: _Chosen, rules: Sequence[CouponRule], secret: bytes) -> pa.Table:
+    """The chosen customers' coupons as customer_coupons rows: reasons and codes."""
+    c = chosen
     prev_label = shift_month(month, -1)
     # each rule's reasons for its rows at once: a month can hold a million coupons
-    reasons = np.empty(len(ids), dtype=object)
+    reasons = np.empty(len(c), dtype=object)
     for index, rule in enumerate(rules):
-        rows = np.flatnonzero(which == index)
-        spent = _money_texts(cents[rows])
+        rows = np.flatnonzero(c.rule == index)
+        cents = c.cents[rows]
+        spent = _money_texts(cents)
         if isinstance(rule, TopSpendersRule):
-            head = f"top {_number(rule.share * 100)}% of {spenders} spenders in {month}: rank "
+            head = f"top {_number(rule.share * 100)}% of {c.spenders} spenders in {month}: rank "
             texts = [
                 f"{head}{rank}, spent {money}"
-                for rank, money in zip(ranks[rows].tolist(), spent, strict=True)
+                for rank, money in zip(c.rank[rows].tolist(), spent, strict=True)
             ]
         elif isinstance(rule, SpendDropRule):
-            prior = s.previous_cents[chosen][rows]
-            fell = ((prior - cents[rows]) * 200 + prior) // (2 * prior)  # percent, half up
+            prior = c.previous_cents[rows]
+            fell = ((prior - cents) * 200 + prior) // (2 * prior)  # percent, half up
             texts = [
                 f"spend fell {pct}% from {before} in {prev_label} to {money} in {month}"
                 for pct, before, money in zip(
@@ -296,18 +336,18 @@ def month_coupons(
         else:
             texts = [f"first purchases in {month}: spent {money}" for money in spent]
         reasons[rows] = [text[:REASON_LENGTH] for text in texts]
-    which = which.tolist()
-    take = pa.array(which, pa.int64())
+    take = pa.array(c.rule, pa.int64())
+    ids = pa.array(c.customer_id, pa.int64())
     segments = pc.take(pa.array([r.segment for r in rules], pa.string()), take)
     return pa.table(
         {
-            "month": pa.array([month] * len(ids), pa.string()),
-            "customer_id": pa.array(ids, pa.int64()),
+            "month": pa.array([month] * len(c), pa.string()),
+            "customer_id": ids,
             "segment": segments,
             "discount_pct": pc.take(pa.array([r.discount_pct for r in rules], _PERCENT), take),
             "reason": pa.array(reasons.tolist(), pa.string()),
-            "code": coupon_codes(secret, pa.array(ids, pa.int64()), month, segments),
-            "total_sales": decimals(cents),
+            "code": coupon_codes(secret, ids, month, segments),
+            "total_sales": decimals(c.cents),
         }
     )
 
@@ -403,44 +443,66 @@ def _spends(conn: Connection, month: str, rules: RulesSettings) -> Spends | None
 
 def replace_month(warehouse: Warehouse, conn: Connection, month: str, rules: RulesSettings) -> None:
     """Make the month's stored coupons equal to a fresh computation, writing only the rows
-    that differ (a nightly batch changes few of a month's coupons). Where the warehouse's
-    upsert cannot skip unchanged rows itself (MySQL), compared here COMPARED_ROWS customers
-    at a time: a month's million coupons are not held beside the million stored ones (a
-    day's peak memory over a million customers was there)."""
+    that differ (a nightly batch changes few of a month's coupons)."""
     spends = _spends(conn, month, rules) if rules.coupons else None
-    wanted = month_coupons(month, spends, rules.coupons, secret_of(rules)) if spends else None
     t = customer_coupons
     in_month = t.c.month == month
-    if wanted is None:
+    if spends is None:
         conn.execute(delete(t).where(in_month))
         return
+    chosen = _choose(spends, rules.coupons)
+    secret = secret_of(rules)
     if bulk.upsert_skips_unchanged(conn):  # the warehouse compares: no stored row read
-        bulk.upsert(conn, t, wanted.select(list(STORED_COLUMNS)))
+        bulk.upsert(conn, t, _render(month, chosen, rules.coupons, secret))
     else:
-        for start in range(0, wanted.num_rows, COMPARED_ROWS):
-            part = wanted.slice(start, COMPARED_ROWS)  # in customer order: a range of customers
-            first, last = part["customer_id"][0].as_py(), part["customer_id"][-1].as_py()
-            stored = select_arrow(
-                conn,
-                select(*(t.c[name] for name in STORED_COLUMNS)).where(
-                    in_month, t.c.customer_id.between(first, last)
-                ),
-                key=t.c.customer_id,
-            )
-            bulk.upsert(conn, t, _differing(part, stored).select(list(STORED_COLUMNS)))
+        ranges = (
+            _render(month, chosen.slice(start, start + COMPARED_ROWS), rules.coupons, secret)
+            for start in range(0, len(chosen), COMPARED_ROWS)
+        )
+        _write_compared(conn, month, ranges)
     # Every wanted coupon is stored now: the month holds coupons no longer earned only when
     # it holds more rows than wanted. Counted rather than read: day 30 of a month over a
     # million customers read a million stored ids to find none.
     held = conn.execute(select(func.count()).select_from(t).where(in_month)).scalar_one()
-    if held == wanted.num_rows:
+    if held == len(chosen):
         return
     stored_ids = select_arrow(conn, select(t.c.customer_id).where(in_month), key=t.c.customer_id)
     gone = pc.filter(
         stored_ids["customer_id"],
-        pc.invert(pc.is_in(stored_ids["customer_id"], wanted["customer_id"])),
+        pc.invert(pc.is_in(stored_ids["customer_id"], pa.array(chosen.customer_id))),
     ).to_pylist()
     for start in range(0, len(gone), _CHUNK):
         conn.execute(delete(t).where(in_month, t.c.customer_id.in_(gone[start : start + _CHUNK])))
+
+
+def _write_compared(conn: Connection, month: str, ranges: Iterator[pa.Table]) -> None:
+    """Where the warehouse's upsert cannot skip unchanged rows itself (MySQL): each range of
+    customers' coupons compared with the stored ones and only the differing rows written, a
+    range at a time (a month's million coupons are not held beside the million stored ones).
+    A range is written on a thread while the next one is computed: the server loads one
+    while Python writes the other's texts and codes. The connection is used by one thread
+    at a time, and nothing of it is left running when this returns or raises."""
+    t = customer_coupons
+
+    def write(part: pa.Table) -> None:
+        first, last = part["customer_id"][0].as_py(), part["customer_id"][-1].as_py()
+        stored = select_arrow(
+            conn,
+            select(*(t.c[name] for name in STORED_COLUMNS)).where(
+                t.c.month == month, t.c.customer_id.between(first, last)
+            ),
+            key=t.c.customer_id,
+        )
+        bulk.upsert(conn, t, _differing(part, stored).select(list(STORED_COLUMNS)))
+
+    with ThreadPoolExecutor(1, thread_name_prefix="coupons") as writer:
+        writing: Future[None] | None = None
+        for part in ranges:
+            if writing is not None:
+                writing.result()  # raises what writing the previous range raised
+            writing = writer.submit(write, part)
+        if writing is not None:
+            writing.result()
 
 
 def _differing(wanted: pa.Table, stored: pa.Table) -> pa.Table:
