@@ -514,13 +514,13 @@ def test_months_to_refresh_is_small(env: Env) -> None:
         }
 
 
-@pytest.mark.parametrize("compared_rows", [100_000, 3, 1])
+@pytest.mark.parametrize("range_rows", [100_000, 3, 1])
 def test_recomputing_a_month_mends_every_stored_row(
-    env: Env, monkeypatch: pytest.MonkeyPatch, compared_rows: int
+    env: Env, monkeypatch: pytest.MonkeyPatch, range_rows: int
 ) -> None:
     """Whatever the stored rows hold (missing, changed or stray rows), and however many
     customers are compared at a time."""
-    monkeypatch.setattr(coupons, "COMPARED_ROWS", compared_rows)
+    monkeypatch.setattr(coupons, "RANGE_ROWS", range_rows)
     env.land("feb.csv", FEB)
     env.land("mar.csv", MAR)
     env.run()
@@ -550,10 +550,10 @@ def test_recomputing_a_month_mends_every_stored_row(
 def test_a_range_of_coupons_that_cannot_be_written_fails_the_whole_month(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """MySQL writes a month's coupons a range of customers at a time, the next range computed
+    """A month's coupons are written a range of customers at a time, the next range computed
     while one is written: a write that fails stops the month there, with its error, and the
     transaction then holds none of the month's new coupons."""
-    monkeypatch.setattr(coupons, "COMPARED_ROWS", 3)  # March's coupons (2..11): 4 ranges
+    monkeypatch.setattr(coupons, "RANGE_ROWS", 3)  # March's coupons (2..11): 4 ranges
     env.land("feb.csv", FEB)
     env.land("mar.csv", MAR)
     env.run()
