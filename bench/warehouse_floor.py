@@ -72,15 +72,16 @@ def main() -> None:
         }
     )
     # a coupon for every customer-month: day 1 of a month, every customer's first month
-    welcome = ["welcome"] * customer_months
+    welcome = pa.array(["welcome"] * customer_months)
+    customer_ids = pa.array(ids, pa.int64())
     coupons = pa.table(
         {
             "month": pa.array(["2024-03"] * customer_months),
-            "customer_id": pa.array(ids, pa.int64()),
-            "segment": pa.array(welcome),
+            "customer_id": customer_ids,
+            "segment": welcome,
             "discount_pct": pa.array([Decimal("10.00")] * customer_months, pa.decimal128(5, 2)),
             "reason": pa.array(["first purchases in 2024-03: spent 1,234.56"] * customer_months),
-            "code": coupon_codes(b"secret", ids, "2024-03", welcome),
+            "code": coupon_codes(b"secret", customer_ids, "2024-03", welcome),
             "total_sales": pa.array([Decimal("1234.56")] * customer_months, pa.decimal128(18, 2)),
         }
     ).select(list(STORED_COLUMNS))
