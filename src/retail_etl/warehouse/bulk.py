@@ -23,6 +23,7 @@ from sqlalchemy import (
     cast,
     func,
     insert,
+    literal,
     literal_column,
     select,
     true,
@@ -208,15 +209,15 @@ _LINE_END = "."  # a last field on every line: a line cut short has fewer fields
 
 def select_arrow(conn: Connection, statement: Select[Any], key: Any = None) -> pa.Table:
     """A query's rows as Arrow, built column by column, typed from the selected columns;
-    key: as for select_arrow_batches. On SQLite a query of integer columns only, with a key,
-    is read as one text (_sqlite_integers)."""
+    key: as for select_arrow_batches. On SQLite a query of integer and text columns only, with
+    a key, is read as one text (_sqlite_text)."""
     selected = list(statement.selected_columns)
     if (
         conn.dialect.name == "sqlite"
         and key is not None  # the caller takes the rows in any order
-        and all(pa.types.is_integer(_arrow_type(c)) for c in selected)
+        and all(_sqlite_writes_as_csv(_arrow_type(c)) for c in selected)
     ):
-        whole = _sqlite_integers(conn, statement, selected)
+        whole = _sqlite_text(conn, statement, selected)
         if whole is not None:
             return whole
     pages = list(select_arrow_batches(conn, statement, PAGE_ROWS, key))
@@ -280,17 +281,27 @@ def select_arrow_batches(
             last = pc.max(table[key.name]).as_py()
 
 
-def _sqlite_integers(
-    conn: Connection, statement: Select[Any], selected: list[Any]
-) -> pa.Table | None:
-    """SQLite: a query of integer columns (ids, cents, flags) as one CSV text that SQLite
-    writes and Arrow reads in C, where sqlite3's rows cost a Python object per value (a
-    month's million coupon ids: 0.25 s against 1.25 s). None when the text would be longer
-    than SQLite's longest string: the caller then reads the rows."""
+def _sqlite_writes_as_csv(kind: pa.DataType) -> bool:
+    """Whether SQLite can write a column of this type as a CSV field Arrow reads back
+    exactly: integers and text (money, dates and times it stores in forms of its own)."""
+    return pa.types.is_integer(kind) or pa.types.is_string(kind)
+
+
+def _sqlite_text(conn: Connection, statement: Select[Any], selected: list[Any]) -> pa.Table | None:
+    """SQLite: a query of integer and text columns (ids, cents, flags, names) as one CSV text
+    that SQLite writes and Arrow reads in C, where sqlite3's rows cost a Python object per
+    value (a month's million coupon ids: 0.25 s against 1.25 s) and hold the GIL while they
+    are made (the million customers read while the day's files are checked took twice as
+    long as alone). Text is quoted with its quotes doubled (replace keeps NUL bytes, quote()
+    stops at them). None when the text would be longer than SQLite's longest string: the
+    caller then reads the rows."""
     window = statement.subquery()
     line: Any = None
     for column in selected:
-        field = func.ifnull(window.c[column.name], "")  # NULL: an empty field
+        value = window.c[column.name]
+        if pa.types.is_string(_arrow_type(column)):
+            value = literal('"').op("||")(func.replace(value, '"', '""')).op("||")('"')
+        field = func.ifnull(value, "")  # NULL: an empty, unquoted field
         line = field if line is None else line.op("||")(",").op("||")(field)
     line = line.op("||")("," + _LINE_END)  # no line is empty: Arrow skips empty lines
     try:
