@@ -13,7 +13,7 @@ import pytest
 from conftest import Env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import case, delete, event, select
+from sqlalchemy import Column, Integer, MetaData, Table, case, delete, event, select
 
 from retail_etl.errors import WarehouseError
 from retail_etl.warehouse import bulk
@@ -223,3 +223,32 @@ def test_integer_reads_longer_than_sqlite_allows_as_one_text_are_read_as_rows(
         finally:
             raw.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, longest)
     assert read == [(i + 1, c or 0, c) for i, c in enumerate(cents)]
+
+
+@pytest.mark.parametrize("readers", [1, 2, 3])
+def test_rows_read_by_several_connections_come_back_once_each(env: Env, readers: int) -> None:
+    """The snapshots' read: with MySQL's readers sharing the keys out, every row comes back
+    exactly once, in batches no larger than asked, whatever their order."""
+    cents = list(range(0, 1430, 10))
+    t = customers_data_mart
+    with env.warehouse.begin() as conn:
+        conn.execute(delete(t))
+        bulk.load(conn, t, _integer_rows(cents))
+    statement = select(t.c.customer_id, t.c.total_cents)
+    batches = list(env.warehouse.read_batches(statement, 10, t.c.customer_id, readers))
+    assert all(batch.num_rows <= 10 for batch in batches)
+    read = pa.concat_tables(batches).sort_by("customer_id")
+    assert read.to_pylist() == [
+        {"customer_id": i + 1, "total_cents": c} for i, c in enumerate(cents)
+    ]
+
+    # a reader left early (its consumer stopped) lets the others go instead of hanging
+    partial = env.warehouse.read_batches(statement, 10, t.c.customer_id, readers)
+    assert next(partial).num_rows <= 10
+    partial.close()
+
+
+def test_a_read_that_fails_on_one_connection_fails_for_its_consumer(env: Env) -> None:
+    missing = Table("no_such_table", MetaData(), Column("id", Integer))
+    with pytest.raises(WarehouseError):
+        list(env.warehouse.read_batches(select(missing.c.id), 10, missing.c.id, 2))

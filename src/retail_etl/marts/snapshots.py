@@ -11,10 +11,11 @@ import pyarrow.parquet as pq
 from sqlalchemy import select
 
 from retail_etl.storage import ObjectStore
-from retail_etl.warehouse import Warehouse, select_arrow_batches
+from retail_etl.warehouse import Warehouse
 from retail_etl.warehouse.schema import customers_data_mart, sales_team_data_mart
 
 SNAPSHOT_BATCH_ROWS = 100_000  # mart rows read, and written as a row group, at a time
+SNAPSHOT_READERS = 2  # MySQL: connections reading a month's customer rows at once
 
 
 def write_snapshots(
@@ -41,20 +42,24 @@ def write_snapshots(
         for table, where, key in targets:
             buffer = io.BytesIO()
             writer: pq.ParquetWriter | None = None
-            with warehouse.begin() as conn:
-                # a month over a million customers: its rows a batch at a time, one row group
-                # each, rather than all of them as Python objects
-                statement = select(table).where(where)
-                # a customer has one row a month: pages follow the customer id (MySQL), and
-                # SQLite gives them as its month index holds them, unsorted (sorting a
-                # million rows there took longer than reading them)
-                if table is customers_data_mart:
-                    by = table.c.customer_id
-                else:
-                    by, statement = None, statement.order_by(*table.primary_key.columns)
-                for rows in select_arrow_batches(conn, statement, SNAPSHOT_BATCH_ROWS, by):
-                    writer = writer or pq.ParquetWriter(buffer, rows.schema)
-                    writer.write_table(rows)
+            # a month over a million customers: its rows a batch at a time, one row group
+            # each, rather than all of them as Python objects
+            statement = select(table).where(where)
+            if table is customers_data_mart:
+                # a customer has one row a month: the readers share the customers out, each
+                # paging by customer id (MySQL); SQLite gives the rows as its month index
+                # holds them, unsorted (sorting a million rows there took longer than
+                # reading them)
+                batches = warehouse.read_batches(
+                    statement, SNAPSHOT_BATCH_ROWS, table.c.customer_id, SNAPSHOT_READERS
+                )
+            else:  # a few thousand rows
+                batches = warehouse.read_batches(
+                    statement.order_by(*table.primary_key.columns), SNAPSHOT_BATCH_ROWS, None
+                )
+            for rows in batches:
+                writer = writer or pq.ParquetWriter(buffer, rows.schema)
+                writer.write_table(rows)
             if writer is None:
                 store.delete(key)
                 continue

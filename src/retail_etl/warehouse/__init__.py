@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, select
+from sqlalchemy import Connection, Engine, Select, Table, create_engine, event, inspect, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     DataError,
@@ -184,6 +186,63 @@ class Warehouse:
             keys = list(table.primary_key.columns)
             statement = statement.order_by(*keys)
             return select_arrow(conn, statement, keys[0] if len(keys) == 1 else None)
+
+    def read_batches(
+        self, statement: Select[Any], size: int, key: Any, readers: int = 1
+    ) -> Iterator[pa.Table]:
+        """The statement's rows, at most `size` at a time and in no particular order (key: a
+        selected integer column unique among its rows, as for select_arrow_batches).
+
+        On MySQL/MariaDB `readers` connections read at once, each the rows whose key modulo
+        `readers` is its own: the server builds each page's text on one core per query (a
+        month of a million customers: 5.1 s read by one connection, 3.0 s by two). SQLite
+        reads on one: its rows become Python objects under the GIL, and two readers took
+        twice as long as one. Each reader reads in a transaction of its own, so the parts
+        are consistent with each other only while nothing else writes the rows (the run
+        lock's holder reading what it committed)."""
+        if self.dialect == "sqlite" or readers <= 1:
+            with self.begin() as conn:
+                yield from select_arrow_batches(conn, statement, size, key)
+            return
+        arrived: queue.Queue[pa.Table | BaseException | None] = queue.Queue(2 * readers)
+        stop = threading.Event()  # the consumer is gone: readers leave at their next page
+
+        def put(item: pa.Table | BaseException | None) -> bool:
+            while not stop.is_set():
+                try:
+                    arrived.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def read(part: int) -> None:
+            try:
+                with self.begin() as conn:
+                    mine = statement.where(key % readers == part)
+                    for rows in select_arrow_batches(conn, mine, size, key):
+                        if not put(rows):
+                            return
+            except BaseException as exc:  # raised in the consumer's thread
+                put(exc)
+                return
+            put(None)
+
+        with ThreadPoolExecutor(readers, thread_name_prefix="read") as pool:
+            for part in range(readers):
+                pool.submit(read, part)
+            try:
+                finished = 0
+                while finished < readers:
+                    item = arrived.get()
+                    if item is None:
+                        finished += 1
+                    elif isinstance(item, BaseException):
+                        raise item
+                    else:
+                        yield item
+            finally:
+                stop.set()
 
     def fence(self, conn: Connection) -> None:
         """Inside a transaction that changes the ledger, the lake index or the marts: prove
