@@ -48,7 +48,7 @@ def assert_nothing_of_the_batch_committed(env: Env, before: tuple[Any, ...]) -> 
     ("where", "statement"),
     [
         ("validated", r"^(INSERT|UPDATE|DELETE)"),  # at the lake index, before the marts
-        ("rejected_written", r"^INSERT INTO customers_data_mart"),  # inside the marts commit
+        ("enriched", r"^INSERT INTO customers_data_mart"),  # inside the marts commit
         ("marts_committed", r"^UPDATE product_staging_table"),  # archiving: status flips
     ],
     ids=["before-marts", "inside-marts-transaction", "while-archiving"],

@@ -137,6 +137,12 @@ def test_the_metrics_file_parses_and_matches_the_run(env: Env, tmp_path: Path) -
         assert value("last_run_stage_transfer_bytes", stage=stage) == moved
     assert summary.stage_bytes["fetch"] == len(KNOWN_BAD) + len(NOT_UTF8)
     assert summary.stage_mb_per_s["fetch"] >= 0 and summary.stage_bytes["publish"] > 0
+    # both files moved out of landing (to the archive and to the error prefix)
+    assert summary.stage_bytes["archive"] == len(KNOWN_BAD) + len(NOT_UTF8)
+    for transfer in ("publish", "archive"):  # over their own seconds, not their stage's
+        seconds = summary.transfer_seconds[transfer]
+        rate = summary.stage_bytes[transfer] / 1e6 / seconds
+        assert summary.stage_mb_per_s[transfer] == round(rate, 1)
     assert value("last_run_lake_objects") == summary.lake_objects > 0
     assert value("last_run_lake_bytes") == summary.lake_bytes > 0
     assert value("oldest_pending_file_age_seconds") == 0

@@ -73,7 +73,7 @@ def write_metrics(
     )
     per(
         "last_run_stage_transfer_bytes",
-        "Bytes a transfer stage moved (fetch: downloaded, publish: uploaded)",
+        "Bytes a transfer moved (fetch: downloaded, publish: uploaded, archive: moved)",
         "stage",
         summary.stage_bytes,
     )

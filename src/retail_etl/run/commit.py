@@ -6,11 +6,15 @@ all of it is.
 When the transaction fails because of the values (a total that would overflow, a value too
 long), the batch is committed in parts found by bisection (isolate.py) and the files at fault
 are set aside: batching does not change the marts, so committing a batch in parts is correct.
+
+Each transaction does its work while the batch's uploads run (publish.py) and waits for them
+just before it commits: an upload that fails rolls the marts back and stops the run, and is
+never taken for a fault of the files.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from retail_etl.config import RulesSettings, Settings
@@ -39,7 +43,10 @@ def commit(
     batch: tuple[BatchFile, ...],
     triaged: Triage,
     settings: Settings,
+    before_commit: Callable[[], object] = lambda: None,
 ) -> Committed:
+    """before_commit: called in each transaction just before it commits; what it raises is
+    the run's error, whatever the batch's."""
     committed: list[LedgerRow] = []
     months: set[str] = set()
     mart_rows: dict[str, dict[str, int]] = {}
@@ -53,6 +60,7 @@ def commit(
             triaged,
             settings.storage.archive_prefix,
             settings.rules,
+            before_commit,
         )
         committed.extend(part.committed)
         months.update(part.months)
@@ -61,7 +69,15 @@ def commit(
                 mart_rows.setdefault(month, {}).setdefault(mart, 0)
                 mart_rows[month][mart] += n
 
-    found = isolate.bisect(batch, attempt, "the warehouse commit", lambda item: item.file_name)
+    try:
+        attempt(list(batch))
+    except Exception as exc:
+        before_commit()  # raises first when the batch failed on what it waits for
+        found = isolate.bisect(
+            batch, attempt, "the warehouse commit", lambda item: item.file_name, failed_with=exc
+        )
+    else:
+        found = isolate.Isolated(batch, ())
     outcomes = [
         done_outcome(row.id, row.file_name, manifest, corrections)
         for row in sorted(committed, key=lambda r: r.id)
@@ -110,6 +126,7 @@ def _commit_files(
     triaged: Triage,
     archive_prefix: str,
     rules: RulesSettings,
+    before_commit: Callable[[], object],
 ) -> _Part:
     """One transaction for these files of the manifest. Raises WarehouseError, or
     UnstorableError when a mart total would overflow."""
@@ -160,6 +177,7 @@ def _commit_files(
                     else None,
                 )
             )
+        before_commit()
     return _Part(
         tuple(done),
         changes.months | frozenset(old_months),

@@ -5,6 +5,7 @@ its ledger status, then remove the lake objects of files that were corrected or 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,8 +28,15 @@ OUTAGE_AFTER = 3  # moves failing to a prefix none reached: the store is down, n
 @dataclass(frozen=True)
 class Finalized:
     snapshots: int  # mart snapshot objects rewritten
-    stuck: Mapping[int, str]  # ledger id -> why its move is left to a later run
+    moved: Moved
     lake_objects_removed: int
+
+
+@dataclass(frozen=True)
+class Moved:
+    stuck: Mapping[int, str]  # ledger id -> why its move is left to a later run
+    bytes: int  # of the objects moved
+    seconds: float  # from the first move's start to the last one's end
 
 
 def finalize(
@@ -53,7 +61,7 @@ def finalize(
             snapshots.result()  # raises what writing them raised
             checkpoint("snapshots_written")
 
-        stuck = move_objects(
+        moved = move_objects(
             store,
             warehouse,
             storage.landing_prefix,
@@ -63,7 +71,7 @@ def finalize(
             before_finish=snapshots_written,
         )
     removed = remove_superseded_lake_objects(store, warehouse)
-    return Finalized(snapshots.result(), stuck, removed)
+    return Finalized(snapshots.result(), moved, removed)
 
 
 def move_objects(
@@ -74,7 +82,7 @@ def move_objects(
     checkpoint: Callable[[str], None] = lambda _s: None,
     concurrency: int = 1,
     before_finish: Callable[[], None] = lambda: None,
-) -> dict[int, str]:
+) -> Moved:
     """Carry out the committed outcome of each row: move (up to `concurrency` at once), then
     flip A -> pending status, in the rows' order; before_finish is called once, before the
     first flip (or at the end when nothing is flipped).
@@ -83,23 +91,26 @@ def move_objects(
     would overwrite a different object someone put at its destination) leaves that row
     pending: the next run tries the move again, and the other files are not held up. When
     moves to a prefix fail and none succeeds, the store is the problem: the run stops
-    (StorageError). Returns the problems of the rows left pending."""
+    (StorageError). Returns the problems of the rows left pending, and what moved."""
     todo = [row for row in rows if row.pending_status is not None]
+    started = ended = time.perf_counter()
 
-    def move(row: LedgerRow) -> StorageError | None:
+    def move(row: LedgerRow) -> tuple[StorageError | None, float]:
+        """What the move raised, and when it ended."""
         if row.dest_key:
             try:
                 store.move(landing_prefix + row.landing_name, row.dest_key)
             except StorageError as exc:
-                return exc
-        return None
+                return exc, time.perf_counter()
+        return None, time.perf_counter()
 
     stuck: dict[int, str] = {}
     failures: dict[str, list[StorageError]] = {}  # per destination, before any move there
     moved: set[str] = set()  # destinations (archive, error) some move reached
+    moved_bytes = 0
     ready = False
     with ThreadPoolExecutor(concurrency, thread_name_prefix="move") as pool:
-        for row, error in zip(todo, pool.map(move, todo), strict=True):
+        for row, (error, end) in zip(todo, pool.map(move, todo), strict=True):
             where = "error" if row.pending_status == ledger.QUARANTINED else "archive"
             if error is not None:
                 if where not in moved and not isinstance(error, ObjectConflictError):
@@ -112,6 +123,8 @@ def move_objects(
                 continue
             if row.dest_key:
                 moved.add(where)
+                moved_bytes += row.size or 0
+                ended = max(ended, end)
             if not ready:
                 before_finish()
                 ready = True
@@ -124,7 +137,7 @@ def move_objects(
     for where, failed in failures.items():
         if where not in moved:
             raise failed[0]
-    return stuck
+    return Moved(stuck, moved_bytes, ended - started)
 
 
 def remove_superseded_lake_objects(store: ObjectStore, warehouse: Warehouse) -> int:

@@ -159,12 +159,13 @@ def _stages(
         batch = tuple(b for b in triaged.batch if b.ledger_id not in transformed.set_aside)
         if transformed.manifest is not None:
             manifest = transformed.manifest
-            with timed("publish"):
-                published = publish(
+            with timed("publish"):  # the lake index; the uploads go on beside the commit
+                publishing = publish(
                     store, warehouse, manifest, batch, triaged, storage, work_dir, checkpoint
                 )
-            with timed("commit"):
-                committed = commit(warehouse, manifest, batch, triaged, settings)
+            with publishing, timed("commit"):
+                committed = commit(warehouse, manifest, batch, triaged, settings, publishing.wait)
+                published = publishing.wait()
                 aside = isolate.set_aside(
                     warehouse, storage.error_prefix, triaged, committed.set_aside
                 )
@@ -186,7 +187,7 @@ def _stages(
             *(outcome for aside in set_aside for outcome in aside.outcomes),
             *committed.outcomes,
         ],
-        finalized.stuck,
+        finalized.moved.stuck,
         seen=len(found.new),
         resumed=len(found.resumed),
         corrected=sum(1 for row in committed.committed if row.id in triaged.corrections),
@@ -198,5 +199,7 @@ def _stages(
         stage_bytes={
             "fetch": fetched.bytes,
             "publish": published.lake_bytes + published.rejected_bytes,
+            "archive": finalized.moved.bytes,
         },
+        transfer_seconds={"publish": published.seconds, "archive": finalized.moved.seconds},
     )

@@ -2,11 +2,16 @@
 under keys fixed by the file's registration (keys.py), so a resumed run rewrites rather than
 adds. The lake index (etl_lake_object) records the keys a file will own before any upload, so
 that a file later corrected, quarantined or found vanished can have exactly its objects
-removed."""
+removed.
+
+The uploads run on a thread beside the marts' commit (they wait on the store, the commit on
+the warehouse), which waits for them before it commits: a committed file's lake objects
+exist, and a failed upload rolls the marts back."""
 
 from __future__ import annotations
 
 import csv
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +38,41 @@ class Published:
     lake_bytes: int
     rejected_files: int
     rejected_bytes: int
+    seconds: float = 0.0  # the uploads' wall time
+
+
+class Publishing:
+    """A batch's uploads, running on a thread of their own until wait() or the end of the
+    `with` block: they never outlive the stage that waits for them."""
+
+    def __init__(self, uploads: Callable[[], Published], checkpoint: Callable[[str], None]) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="publish")
+        self._future = self._pool.submit(uploads)
+        self._checkpoint = checkpoint
+        self._failure: BaseException | None = None
+        self._written = False
+
+    def wait(self) -> Published:
+        """What the uploads published, once they are done; raises what they raised, every
+        time it is called (a commit that failed for them must not be retried in parts)."""
+        if self._failure is not None:
+            raise self._failure
+        try:
+            published = self._future.result()
+            if not self._written:
+                self._written = True
+                self._checkpoint("lake_written")
+                self._checkpoint("rejected_written")
+        except BaseException as exc:
+            self._failure = exc
+            raise
+        return published
+
+    def __enter__(self) -> Publishing:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def publish(
@@ -44,28 +84,32 @@ def publish(
     storage: StorageSettings,
     work_dir: Path,
     checkpoint: Callable[[str], None],
-) -> Published:
-    lake_objects, lake_bytes = upload_lake(
-        store, warehouse, manifest, batch, storage.lake_prefix, storage.max_concurrency
-    )
-    checkpoint("lake_written")
-    rejected_files, rejected_bytes = write_rejected(
-        store, warehouse, manifest, batch, triaged.rows, storage.error_prefix, work_dir
-    )
-    checkpoint("rejected_written")
-    return Published(lake_objects, lake_bytes, rejected_files, rejected_bytes)
+) -> Publishing:
+    """Record the lake keys each file will own, then start the uploads: the lake parts, then
+    the rejected rows."""
+    planned = index_lake(store, warehouse, manifest, batch, storage.lake_prefix)
+
+    def uploads() -> Published:
+        started = time.perf_counter()
+        lake_objects, lake_bytes = upload_lake(store, planned, storage.max_concurrency)
+        rejected_files, rejected_bytes = write_rejected(
+            store, warehouse, manifest, batch, triaged.rows, storage.error_prefix, work_dir
+        )
+        seconds = time.perf_counter() - started
+        return Published(lake_objects, lake_bytes, rejected_files, rejected_bytes, seconds)
+
+    return Publishing(uploads, checkpoint)
 
 
-def upload_lake(
+def index_lake(
     store: ObjectStore,
     warehouse: Warehouse,
     manifest: Manifest,
     batch: Sequence[BatchFile],
     lake_prefix: str,
-    concurrency: int,
-) -> tuple[int, int]:
-    """Record the keys each file will own, drop keys an earlier attempt wrote but this one
-    does not, then upload (each object appears atomically). Returns the objects and bytes."""
+) -> list[tuple[Path, str, int]]:
+    """Drop the keys an earlier attempt wrote but this one does not, and record the keys
+    each file will own. Returns what to upload: local path, key, ledger id."""
     ledger_ids = [item.ledger_id for item in batch]
     planned: list[tuple[Path, str, int]] = []
     index: dict[tuple[int, str, int], int] = {}
@@ -92,6 +136,13 @@ def upload_lake(
             lake_object,
             [{"ledger_id": lid, "object_key": key} for lid, key in sorted(wanted)],
         )
+    return planned
+
+
+def upload_lake(
+    store: ObjectStore, planned: Sequence[tuple[Path, str, int]], concurrency: int
+) -> tuple[int, int]:
+    """Upload the indexed parts (each object appears atomically). Returns objects, bytes."""
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload") as pool:
         list(pool.map(lambda item: store.upload(item[0], item[1]), planned))
     return len(planned), sum(path.stat().st_size for path, _key, _lid in planned)

@@ -58,18 +58,21 @@ class RunSummary:
     warehouse_rows_written: int = 0  # rows inserted, updated or deleted, scratch tables included
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
-    # bytes each transfer stage moved (fetch: downloaded, publish: uploaded) and its MB/s
+    # bytes each transfer moved (fetch: downloaded, publish: uploaded, archive: moved out of
+    # landing) and its MB/s over its own seconds (its stage's when it has none of its own)
     stage_bytes: dict[str, int] = field(default_factory=dict)
+    transfer_seconds: dict[str, float] = field(default_factory=dict)
     stage_mb_per_s: dict[str, float] = field(default_factory=dict)
     files: list[FileOutcome] = field(default_factory=list)
     message: str | None = None
 
     def timed(self, seconds: float, stage_seconds: Mapping[str, float]) -> RunSummary:
         """The summary with the run's times, and the transfer rates they give."""
+        took = {**stage_seconds, **self.transfer_seconds}
         rates = {
-            stage: round(moved / 1e6 / stage_seconds[stage], 1)
+            stage: round(moved / 1e6 / took[stage], 1)
             for stage, moved in self.stage_bytes.items()
-            if stage_seconds.get(stage)
+            if took.get(stage)
         }
         return replace(
             self, seconds=seconds, stage_seconds=dict(stage_seconds), stage_mb_per_s=rates
@@ -94,6 +97,7 @@ def summarize(
     mart_rows_changed: Mapping[str, Mapping[str, int]],
     warehouse_rows_written: int,
     stage_bytes: Mapping[str, int],
+    transfer_seconds: Mapping[str, float] | None = None,
     outcome: str = "succeeded",
 ) -> RunSummary:
     """The run's summary; notes: a line more for some files (a move left pending)."""
@@ -128,6 +132,7 @@ def summarize(
         mart_rows_changed={month: dict(marts) for month, marts in mart_rows_changed.items()},
         warehouse_rows_written=warehouse_rows_written,
         stage_bytes=dict(stage_bytes),
+        transfer_seconds=dict(transfer_seconds or {}),
         files=files,
     )
 
