@@ -8,6 +8,7 @@ import hashlib
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import duckdb
@@ -111,3 +112,45 @@ def test_crash_between_lake_upload_and_commit_then_rerun_reads_each_row_once(
         }
     else:
         assert state == ref.state
+
+
+def test_the_marts_commit_only_once_the_lake_objects_are_uploaded(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The uploads run beside the marts' transaction: however slow they are, the transaction
+    that puts the files in the marts commits after every lake object it indexed exists."""
+    from sqlalchemy import Engine, event, select
+
+    from retail_etl.run import publish
+    from retail_etl.warehouse.schema import lake_object
+
+    land_dataset(env, days=1, rows=2_000, files=2)
+    upload = publish.upload_lake
+
+    def slow_upload(*args: object, **kwargs: object) -> tuple[int, int]:
+        time.sleep(2)  # the marts' transaction takes far less than this here
+        return upload(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(publish, "upload_lake", slow_upload)
+    missing_at_commit: list[list[str]] = []
+
+    def wrote_marts(conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("INSERT INTO CUSTOMERS_DATA_MART"):
+            conn.info["wrote_marts"] = True
+
+    def before_commit(conn) -> None:  # type: ignore[no-untyped-def]
+        if not conn.info.pop("wrote_marts", False):
+            return
+        with env.warehouse.begin() as other:  # the index is committed before the uploads
+            indexed = other.execute(select(lake_object.c.object_key)).scalars().all()
+        missing_at_commit.append([key for key in indexed if not env.store.exists(key)])
+
+    event.listen(Engine, "before_cursor_execute", wrote_marts)  # the run's own engine too
+    event.listen(Engine, "commit", before_commit)
+    try:
+        summary = env.run()
+    finally:
+        event.remove(Engine, "before_cursor_execute", wrote_marts)
+        event.remove(Engine, "commit", before_commit)
+    assert summary.files_processed >= 2 and summary.lake_objects > 0
+    assert missing_at_commit == [[]]
