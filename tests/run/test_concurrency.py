@@ -125,7 +125,7 @@ def _wait_for_line(process: subprocess.Popen[str], text: str, timeout: float = 6
     pytest.fail(f"no {text!r} within {timeout}s")
 
 
-@pytest.mark.parametrize("where", ["validated", "enriched", "marts_committed"])
+@pytest.mark.parametrize("where", ["validated", "lake_indexed", "marts_committed"])
 def test_a_run_whose_lock_was_taken_over_stops_before_its_next_commit(
     env: Env, request: pytest.FixtureRequest, tmp_path: Path, where: str
 ) -> None:

@@ -134,6 +134,7 @@ CHECKPOINTS = [
     "downloaded",
     "validated",
     "enriched",
+    "lake_indexed",
     "lake_written",
     "rejected_written",
     "marts_committed",

@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.schema import CreateTable
 
 from retail_etl.config import MAX_STORABLE_AMOUNT
-from retail_etl.engines import Manifest
+from retail_etl.engines import Manifest, duckdb_engine
 from retail_etl.errors import UnstorableError
 from retail_etl.warehouse import Warehouse, bulk
 from retail_etl.warehouse.schema import (
@@ -121,31 +121,25 @@ def top_seller_incentives(
 
 def deltas(added: pa.Table, removed: pa.Table, mart: _Mart) -> pa.Table:
     """One row per mart row: the sum of the added contributions minus the removed ones, in
-    cents and rows."""
+    cents and rows, in key order (SQLite and InnoDB then write the mart's B-tree page after
+    page: a million customers in arrival order took 4.3 s to merge instead of 1.4 s).
 
-    def cents(contributions: pa.Table, sign: int) -> pa.Table:
-        amount = pc.cast(
-            pc.multiply(
-                contributions["total_sales"],
-                pa.scalar(Decimal(100 * sign), pa.decimal128(4, 0)),
-            ),
-            pa.int64(),
-        )
-        rows = pc.multiply(contributions["sales_rows"], sign)
-        return (
-            contributions.select(list(mart.keys))
-            .append_column("total_cents", amount)
-            .append_column("sales_rows", rows)
-        )
-
-    both = pa.concat_tables([cents(added, 1), cents(removed, -1)])
-    summed = both.group_by(list(mart.keys), use_threads=False).aggregate(
-        [("total_cents", "sum"), ("sales_rows", "sum")]
-    )
-    # in key order: SQLite and InnoDB then write the mart's B-tree page after page (a million
-    # customers in arrival order took 4.3 s to merge instead of 1.4 s)
-    summed = summed.sort_by([(key, "ascending") for key in mart.keys])
-    return summed.rename_columns([*mart.keys, "total_cents", "sales_rows"])
+    Summed by DuckDB over both cores: a million customers' 7.3 M contributions took 0.7 s
+    against 1.7-2.3 s in Arrow's single-threaded group_by. Amounts are summed as decimals
+    (DuckDB sums into 38 digits) and made cents after: one row's 10^18 cents fit in BIGINT,
+    but not times 100 in the row's own 18 digits."""
+    keys = ", ".join(mart.keys)
+    with duckdb_engine.connect() as db:
+        db.register("added", added.select([*mart.keys, "total_sales", "sales_rows"]))
+        db.register("removed", removed.select([*mart.keys, "total_sales", "sales_rows"]))
+        return db.sql(
+            f"""SELECT {keys}, CAST(sum(amount) * 100 AS BIGINT) AS total_cents,
+                   CAST(sum(sales_rows) AS BIGINT) AS sales_rows
+               FROM (SELECT {keys}, total_sales AS amount, sales_rows FROM added
+                     UNION ALL
+                     SELECT {keys}, -total_sales, -sales_rows FROM removed)
+               GROUP BY ALL ORDER BY {keys}"""
+        ).to_arrow_table()
 
 
 def manifest_deltas(manifest: Manifest) -> tuple[pa.Table, pa.Table]:

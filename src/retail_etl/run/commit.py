@@ -178,6 +178,7 @@ def _commit_files(
                 )
             )
         before_commit()
+        warehouse.fence(conn)  # again: the wait may have been long, the lock is still ours
     return _Part(
         tuple(done),
         changes.months | frozenset(old_months),

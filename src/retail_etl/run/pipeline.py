@@ -159,7 +159,7 @@ def _stages(
         batch = tuple(b for b in triaged.batch if b.ledger_id not in transformed.set_aside)
         if transformed.manifest is not None:
             manifest = transformed.manifest
-            with timed("publish"):  # the lake index; the uploads go on beside the commit
+            with timed("publish"):  # the lake index; the uploads run beside the commit
                 publishing = publish(
                     store, warehouse, manifest, batch, triaged, storage, work_dir, checkpoint
                 )

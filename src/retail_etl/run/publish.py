@@ -11,9 +11,10 @@ exist, and a failed upload rolls the marts back."""
 from __future__ import annotations
 
 import csv
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from retail_etl.storage import ObjectStore
 from retail_etl.warehouse import Warehouse, bulk
 from retail_etl.warehouse.schema import lake_object, product_staging_table
 
+log = logging.getLogger("retail_etl.run")
+
 
 @dataclass(frozen=True)
 class Published:
@@ -42,21 +45,27 @@ class Published:
 
 
 class Publishing:
-    """A batch's uploads, running on a thread of their own until wait() or the end of the
-    `with` block: they never outlive the stage that waits for them."""
+    """A batch's uploads, on a thread of their own from the start of the `with` block to
+    its end: they never outlive the stage that waits for them."""
 
     def __init__(self, uploads: Callable[[], Published], checkpoint: Callable[[str], None]) -> None:
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="publish")
-        self._future = self._pool.submit(uploads)
+        self._uploads = uploads
         self._checkpoint = checkpoint
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="publish")
+        self._future: Future[Published] | None = None
         self._failure: BaseException | None = None
         self._written = False
+
+    def __enter__(self) -> Publishing:
+        self._future = self._pool.submit(self._uploads)
+        return self
 
     def wait(self) -> Published:
         """What the uploads published, once they are done; raises what they raised, every
         time it is called (a commit that failed for them must not be retried in parts)."""
         if self._failure is not None:
             raise self._failure
+        assert self._future is not None, "wait() inside the with block"
         try:
             published = self._future.result()
             if not self._written:
@@ -68,11 +77,11 @@ class Publishing:
             raise
         return published
 
-    def __enter__(self) -> Publishing:
-        return self
-
     def __exit__(self, *_exc: object) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=True)
+        failed = self._future.exception() if self._future is not None else None
+        if failed is not None and self._failure is None:  # the run failed for another reason
+            log.warning("the lake uploads failed too", exc_info=failed)
 
 
 def publish(
@@ -85,9 +94,10 @@ def publish(
     work_dir: Path,
     checkpoint: Callable[[str], None],
 ) -> Publishing:
-    """Record the lake keys each file will own, then start the uploads: the lake parts, then
-    the rejected rows."""
+    """Record the lake keys each file will own; the uploads (the lake parts, then the
+    rejected rows) start when the returned Publishing's `with` block does."""
     planned = index_lake(store, warehouse, manifest, batch, storage.lake_prefix)
+    checkpoint("lake_indexed")
 
     def uploads() -> Published:
         started = time.perf_counter()
