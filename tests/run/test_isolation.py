@@ -246,3 +246,27 @@ def test_an_archive_move_refused_for_one_file_holds_up_only_that_file(env: Env) 
     assert by_name(env)["a.csv"]["status"] == "I"
     assert env.store.exists(f"{archive}run-1/a.csv") and keys(env, env.landing) == []
     assert customer_mart(env) == both  # moved, not counted again
+
+
+def test_files_that_only_together_overflow_a_mart_row_cost_only_the_ones_beyond(env: Env) -> None:
+    """Ten files, each alone storable, for one customer and month: their sum is beyond what
+    any integer of cents holds, let alone DECIMAL(18, 2). One loads; the nine that would push
+    the total past the limit are set aside; the other customer's file loads."""
+    raised = env.with_settings(rules={"max_amount": MAX})
+    amounts = {f"big-{index}.csv": f"999999999999999{index}.00" for index in range(10)}
+    for name, amount in amounts.items():
+        env.land(name, good(2, amount))
+    env.land("good.csv", good(1, seller=3))
+
+    summary = raised.run()
+
+    assert summary.outcome == "succeeded"
+    files = by_name(env)
+    loaded = [name for name in amounts if files[name]["status"] == "I"]
+    assert len(loaded) == 1
+    assert all(files[name]["status"] == "E" for name in amounts if name not in loaded)
+    assert files["good.csv"]["status"] == "I"
+    assert cents(env, customers_data_mart) == {
+        (2, date(2024, 3, 1)): int(Decimal(amounts[loaded[0]]) * 100),
+        (1, date(2024, 3, 1)): 1000,
+    }

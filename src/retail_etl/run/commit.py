@@ -72,7 +72,7 @@ def commit(
     try:
         attempt(list(batch))
     except Exception as exc:
-        before_commit()  # raises first when the batch failed on what it waits for
+        before_commit()  # what the uploads raised stops the run before any bisection
         found = isolate.bisect(
             batch, attempt, "the warehouse commit", lambda item: item.file_name, failed_with=exc
         )
