@@ -10,10 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from retail_etl.config import EngineSettings, RulesSettings
-from retail_etl.engines.base import MANDATORY_COLUMNS, BatchFile, Dimensions, RowLimits
+from retail_etl.engines.base import (
+    MANDATORY_COLUMNS,
+    BatchFile,
+    Dimensions,
+    Manifest,
+    RowLimits,
+)
 from retail_etl.engines.duckdb_engine import (
     CSV_BYTES_PER_MEMORY_BYTE,
     FILES_PER_QUERY,
@@ -21,6 +28,16 @@ from retail_etl.engines.duckdb_engine import (
     DuckDBEngine,
     _queries,
 )
+
+
+def _dims() -> Dimensions:
+    return Dimensions(
+        customer=pa.table({"customer_id": [1, 2], "customer_full_name": ["A B", "C D"],
+                           "customer_address": ["x", "z"], "customer_phone_number": ["1", "2"]}),
+        store=pa.table({"store_id": [1], "store_address": ["y"], "store_manager_name": ["M"]}),
+        sales_team=pa.table({"sales_person_id": [1], "sales_person_full_name": ["S P"]}),
+        product=pa.table({"product_name": ["Tea"], "product_id": [7]}),
+    )  # fmt: skip
 
 
 def _files(tmp_path: Path, sizes: list[int]) -> list[BatchFile]:
@@ -68,13 +85,7 @@ def test_mart_queries_run_under_the_smaller_of_the_limit_and_marts_memory(
 ) -> None:
     day = tmp_path / "day.csv"
     day.write_text(",".join(MANDATORY_COLUMNS) + "\n1,1,Tea,2024-03-30,1,2.00,1,2.00\n")
-    dims = Dimensions(
-        customer=pa.table({"customer_id": [1], "customer_full_name": ["A B"],
-                           "customer_address": ["x"], "customer_phone_number": ["1"]}),
-        store=pa.table({"store_id": [1], "store_address": ["y"], "store_manager_name": ["M"]}),
-        sales_team=pa.table({"sales_person_id": [1], "sales_person_full_name": ["S P"]}),
-        product=pa.table({"product_name": ["Tea"], "product_id": [7]}),
-    )  # fmt: skip
+    dims = _dims()
     engine = DuckDBEngine(EngineSettings(work_dir=str(tmp_path / "work"), memory_limit=configured))
     ((configured_shown,),) = engine.con.execute("SELECT current_setting('memory_limit')").fetchall()
     limits: list[str] = []  # the limit as each mart query starts
@@ -106,3 +117,79 @@ def test_mart_queries_run_under_the_smaller_of_the_limit_and_marts_memory(
         (configured_shown,)
     ]
     engine.close()
+
+
+def _comparable(manifest: Manifest, out: Path) -> dict[str, Any]:
+    """A manifest with its paths below out, and every lake part's rows."""
+    return {
+        "lake": sorted(
+            (str(part.path.relative_to(out)), pq.read_table(part.path).to_pylist())
+            for part in manifest.lake_parts
+        ),
+        "rejected": {
+            ledger_id: [pq.read_table(path).to_pylist() for path in paths]
+            for ledger_id, paths in manifest.rejected_parts.items()
+        },
+        "malformed": manifest.malformed.to_pylist(),
+        "counts": dict(manifest.counts),
+        "rules": dict(manifest.rules),
+        "marts": [
+            table.sort_by([(name, "ascending") for name in table.column_names]).to_pylist()
+            for table in (
+                manifest.customer_contributions,
+                manifest.sales_team_contributions,
+                manifest.daily_sales_person,
+                manifest.daily_product,
+            )
+        ],
+    }
+
+
+def test_files_read_ahead_make_the_manifest_of_the_batch_read_at_once(tmp_path: Path) -> None:
+    """The run reads each file as it downloads, before triage says which make the batch: what
+    was read of a file left out (a duplicate) is not in the manifest, and a file read in an
+    earlier part keeps its malformed lines and rejected rows."""
+    header = ",".join(MANDATORY_COLUMNS)
+    texts = {
+        1: f"{header}\n1,1,Tea,2024-03-30,1,2.00,1,2.00\n2,1,Tea,2024-03-29,1,2.00,x,2.00\n"
+        '1,1,"Tea,2024-03-30\n',
+        2: f"{header}\n2,1,Tea,2024-03-30,1,3.00,2,6.00\n1,1,Tea,2024-04-01,1,1.00,1,1.00\n",
+        3: f"{header}\n1,1,Tea,2024-03-30,1,5.00,1,5.00\n9,1,Tea,2024-03-30,1,5.00,1,5.00\n",
+    }
+    files = []
+    for ledger_id, text in texts.items():
+        path = tmp_path / f"{ledger_id}.csv"
+        path.write_text(text)
+        files.append(BatchFile(ledger_id, f"day-{ledger_id}.csv", path, MANDATORY_COLUMNS))
+    dims, limits = _dims(), RowLimits.of(RulesSettings(), date.today())
+    settings = EngineSettings(work_dir=str(tmp_path / "work"))
+    batch = [files[0], files[1]]
+
+    at_once = DuckDBEngine(settings)
+    expected = at_once.process(batch, dims, limits, 7, tmp_path / "at-once")
+    at_once.close()
+    ahead = DuckDBEngine(settings)
+    ahead.read([files[0]], dims, limits, 7, tmp_path / "ahead")
+    ahead.read([files[2]], dims, limits, 7, tmp_path / "ahead")  # triage leaves it out
+    got = ahead.process(batch, dims, limits, 7, tmp_path / "ahead")
+    ahead.close()
+
+    assert _comparable(got, tmp_path / "ahead") == _comparable(expected, tmp_path / "at-once")
+    assert set(got.counts) == {1, 2} and got.counts[1].rows_rejected == 2  # x and the quote
+    assert [row["line"] for row in got.malformed.to_pylist()] == [4]
+    assert not list((tmp_path / "ahead").glob("**/_ledger=3"))
+
+
+def test_files_read_ahead_for_another_batch_are_not_in_the_manifest(tmp_path: Path) -> None:
+    """process given another run id (or folder) than the reads starts over."""
+    header = ",".join(MANDATORY_COLUMNS)
+    path = tmp_path / "1.csv"
+    path.write_text(f"{header}\n1,1,Tea,2024-03-30,1,2.00,1,2.00\n")
+    day = BatchFile(1, "day.csv", path, MANDATORY_COLUMNS)
+    dims, limits = _dims(), RowLimits.of(RulesSettings(), date.today())
+    engine = DuckDBEngine(EngineSettings(work_dir=str(tmp_path / "work")))
+    engine.read([day], dims, limits, 7, tmp_path / "out")
+    got = engine.process([day], dims, limits, 8, tmp_path / "out")
+    engine.close()
+    (part,) = got.lake_parts
+    assert pq.read_table(part.path)["run_id"].to_pylist() == [8]

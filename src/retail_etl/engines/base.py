@@ -106,6 +106,10 @@ class Dimensions:
         """The dimensions a valid row must find itself in, by warehouse table name."""
         return {"customer": self.customer, "store": self.store, "sales_team": self.sales_team}
 
+    def empty(self) -> list[str]:
+        """The required dimensions without a row: every sales row would be rejected."""
+        return [name for name, table in self.required().items() if not table.num_rows]
+
 
 @dataclass(frozen=True)
 class FileCounts:
@@ -205,6 +209,20 @@ class Manifest:
 
 class Engine(Protocol):
     name: str
+
+    def read(
+        self,
+        files: list[BatchFile],
+        dims: Dimensions,
+        limits: RowLimits,
+        run_id: int,
+        out_dir: Path,
+    ) -> None:
+        """Start on these files while the rest of the batch still downloads (the run does not
+        know the batch yet). process, given the same dims, limits, run_id and out_dir, then
+        leaves out what was read of files not in its batch and reads only the files not read
+        yet. An engine may do nothing here and all of the work in process."""
+        ...
 
     def process(
         self,

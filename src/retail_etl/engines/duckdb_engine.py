@@ -6,7 +6,7 @@ needs back from the lake's Parquet."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,13 @@ def connect(**config: Any) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(config=config)
     con.execute("SET enable_progress_bar = false")  # a per-connection setting, not a config
     return con
+
+
+def _engine_error(exc: duckdb.Error) -> EngineError:
+    return EngineError(
+        f"duckdb: {str(exc).splitlines()[0]}",
+        input_error=isinstance(exc, duckdb.InvalidInputException),
+    )
 
 
 def _literal(text: str) -> str:
@@ -129,6 +136,11 @@ class DuckDBEngine:
         # rows, and out of memory counting them).
         self.con.execute("SET disabled_optimizers = 'join_order,build_side_probe_side'")
         self._lookups = 0
+        # the batch being read (its limits, run id and rows folder; dims), and its files read
+        self._job: tuple[RowLimits, int, Path] | None = None
+        self._dims: Dimensions | None = None
+        self._read: dict[int, BatchFile] = {}
+        self._rows_sql = ""
         self._memory_limit = settings.memory_limit
         limit = self._memory_limit_bytes() or 1e9  # in a format we do not know: the default
         self._bytes_per_query = int(limit * CSV_BYTES_PER_MEMORY_BYTE)
@@ -164,29 +176,76 @@ class DuckDBEngine:
             f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {', '.join(columns)} FROM {source}"
         )
 
-    def register(self, batch: list[BatchFile], dims: Dimensions) -> None:
+    def _register_dimensions(self, dims: Dimensions) -> None:
+        if self._dims is dims:
+            return
         self._register_lookup("dim_customer", dims.customer)
         self._register_lookup("dim_store", dims.store)
         self._register_lookup("dim_sales_team", dims.sales_team)
         self._register_lookup("dim_product", dims.product)
-        self._register_lookup(
-            "batch_files",
-            pa.table(
-                {
-                    "ledger_id": pa.array([b.ledger_id for b in batch], pa.int64()),
-                    "file_name": pa.array([b.file_name for b in batch], pa.string()),
-                }
-            ),
+        self._dims = dims
+
+    def _register_files(self, name: str, files: Sequence[BatchFile]) -> None:
+        """batch_files (rows.sql names each row's source file from it) or batch_paths."""
+        ledger_ids = pa.array([b.ledger_id for b in files], pa.int64())
+        if name == "batch_files":
+            names = pa.array([b.file_name for b in files], pa.string())
+            self._register_lookup(name, pa.table({"ledger_id": ledger_ids, "file_name": names}))
+        else:
+            paths = pa.array([str(b.local_path) for b in files], pa.string())
+            self.con.register(name, pa.table({"ledger_id": ledger_ids, "path": paths}))
+
+    def read(
+        self,
+        files: list[BatchFile],
+        dims: Dimensions,
+        limits: RowLimits,
+        run_id: int,
+        out_dir: Path,
+    ) -> None:
+        """Pass 1 (the lake's files) over these files now."""
+        try:
+            self._start(dims, limits, run_id, out_dir)
+            self._lake_pass(files)
+        except duckdb.Error as exc:
+            raise _engine_error(exc) from exc
+
+    def _start(self, dims: Dimensions, limits: RowLimits, run_id: int, out_dir: Path) -> None:
+        """Ready for a batch; what was read for another one is forgotten."""
+        job = (limits, run_id, (out_dir / "rows").resolve())
+        if self._job is not None and (job != self._job or dims is not self._dims):
+            shutil.rmtree(self._job[2], ignore_errors=True)
+            self._read.clear()
+        self._job = job
+        self._register_dimensions(dims)
+        self._rows_sql = sql.render("rows", "duckdb", run_id=int(run_id), limits=limits)
+
+    def _lake_pass(self, files: list[BatchFile]) -> None:
+        """Pass 1 writes the lake's files. Rejected rows go along with the lake's columns (under
+        kind=rejected) only to show which files have any; that folder is then replaced by pass
+        2's."""
+        if not files:
+            return
+        assert self._job is not None
+        rows_dir = self._job[2]
+        rows_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._read.update((item.ledger_id, item) for item in files)
+        self._register_files("batch_files", list(self._read.values()))
+        self._copy(
+            files,
+            f"SELECT kind, sales_month, store_id, _ledger, {', '.join(LAKE_COLUMNS)} "
+            f"FROM ({self._rows_sql})",
+            rows_dir,
+            "kind, sales_month, store_id, _ledger",
         )
-        self.con.register(
-            "batch_paths",
-            pa.table(
-                {
-                    "ledger_id": pa.array([b.ledger_id for b in batch], pa.int64()),
-                    "path": pa.array([str(b.local_path) for b in batch], pa.string()),
-                }
-            ),
-        )
+
+    def _forget(self, ledger_ids: Collection[int]) -> None:
+        """What pass 1 wrote of these files."""
+        assert self._job is not None
+        for ledger_id in ledger_ids:
+            for folder in self._job[2].glob(f"kind=*/*/*/_ledger={int(ledger_id)}"):
+                shutil.rmtree(folder)
+            del self._read[ledger_id]
 
     def process(
         self,
@@ -197,21 +256,14 @@ class DuckDBEngine:
         out_dir: Path,
         retired: Sequence[Path] = (),
     ) -> Manifest:
-        rows_dir = (out_dir / "rows").resolve()
-        rows_dir.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.register(batch, dims)
-            rows = sql.render("rows", "duckdb", run_id=int(run_id), limits=limits)
-            # Pass 1 writes the lake's files. Rejected rows go along with the lake's columns
-            # (under kind=rejected) only to show which files have any; that folder is then
-            # replaced by pass 2's.
-            self._copy(
-                batch,
-                f"SELECT kind, sales_month, store_id, _ledger, {', '.join(LAKE_COLUMNS)} "
-                f"FROM ({rows})",
-                rows_dir,
-                "kind, sales_month, store_id, _ledger",
-            )
+            self._start(dims, limits, run_id, out_dir)
+            assert self._job is not None
+            rows_dir = self._job[2]
+            wanted = {item.ledger_id for item in batch}
+            self._forget([ledger_id for ledger_id in self._read if ledger_id not in wanted])
+            self._lake_pass([item for item in batch if item.ledger_id not in self._read])
+            self._register_files("batch_paths", batch)
             malformed = self._malformed()
             counts = self._counts(rows_dir, malformed)  # before pass 1's rejected rows go
             rejected_dir = rows_dir / "kind=rejected"
@@ -221,35 +273,32 @@ class DuckDBEngine:
             with_rejects = [b for b in batch if b.ledger_id in rejecting]
             self._copy(
                 with_rejects,
-                f"SELECT _ledger, {', '.join(REJECTED_COLUMNS)} FROM ({rows}) "
+                f"SELECT _ledger, {', '.join(REJECTED_COLUMNS)} FROM ({self._rows_sql}) "
                 "WHERE kind = 'rejected'",
                 rejected_dir,
                 "_ledger",
             )
             valid = rows_dir / "kind=valid"
             any_valid = any(valid.glob("**/*.parquet"))
-            self._valid_rows(_literal(str(valid / "**" / "*.parquet")) if any_valid else None, rows)
+            self._valid_rows(_literal(str(valid / "**" / "*.parquet")) if any_valid else None)
             self._shrink_pool()
             aggregates = [
                 self.con.sql(sql.render(name, "duckdb")).to_arrow_table() for name in AGGREGATES
             ]
             # the same mart SQL over the rows the batch's corrections take back out
             listed = ", ".join(_literal(str(path)) for path in retired)
-            self._valid_rows(f"[{listed}]" if retired else None, rows)
+            self._valid_rows(f"[{listed}]" if retired else None)
             retired_marts = [
                 self.con.sql(sql.render(name, "duckdb")).to_arrow_table()
                 for name in MART_CONTRIBUTIONS
             ]
             self.con.execute(f"SET memory_limit = {_literal(self._memory_limit)}")
         except duckdb.Error as exc:
-            raise EngineError(
-                f"duckdb: {str(exc).splitlines()[0]}",
-                input_error=isinstance(exc, duckdb.InvalidInputException),
-            ) from exc
+            raise _engine_error(exc) from exc
         lake_parts, rejected_parts = layout_parts(rows_dir)
         return Manifest.of(lake_parts, rejected_parts, malformed, counts, aggregates, retired_marts)
 
-    def _valid_rows(self, parquet: str | None, rows: str) -> None:
+    def _valid_rows(self, parquet: str | None) -> None:
         """valid_rows, the mart SQL's input: the lake files read_parquet's argument names
         (store_id and sales_month from their hive folders), or none (rows.sql's columns)."""
         if parquet:
@@ -259,7 +308,8 @@ class DuckDBEngine:
             )
         else:
             self.con.execute(
-                f"CREATE OR REPLACE TEMP VIEW valid_rows AS SELECT * FROM ({rows}) WHERE false"
+                f"CREATE OR REPLACE TEMP VIEW valid_rows AS SELECT * FROM ({self._rows_sql}) "
+                "WHERE false"
             )
 
     def _shrink_pool(self) -> None:

@@ -411,6 +411,17 @@ class SparkEngine:
             )
         ).createOrReplaceTempView("batch_files")
 
+    def read(
+        self,
+        files: list[BatchFile],
+        dims: Dimensions,
+        limits: RowLimits,
+        run_id: int,
+        out_dir: Path,
+    ) -> None:
+        """Nothing ahead: Spark reads the whole batch in one job, its files in parallel tasks
+        (the session has started by now, while the rest downloads)."""
+
     def process(
         self,
         batch: list[BatchFile],

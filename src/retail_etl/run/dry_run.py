@@ -132,6 +132,7 @@ def _preview(
         mart_rows_changed=mart_rows,
         warehouse_rows_written=0,
         stage_bytes={"fetch": fetched.bytes},
+        transfer_seconds={"fetch": fetched.seconds},
         outcome=DRY_RUN,
     )
     return summary.timed(timed.elapsed, timed.seconds)

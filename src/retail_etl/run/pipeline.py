@@ -2,6 +2,7 @@
 
     discover -> fetch -> triage -> transform -> publish -> commit -> finalize
 
+(the engine starts reading the files that have arrived during fetch: run/read_ahead.py).
 Each stage takes what the earlier ones returned and returns a frozen result; only the ledger
 (run/ledger.py) changes a file's status. This module only sequences the stages, times each one
 under its own name, and builds the run's summary from their results at the end.
@@ -37,6 +38,7 @@ from retail_etl.run.lifecycle import (
     work_folder_error,
 )
 from retail_etl.run.publish import Published, publish
+from retail_etl.run.read_ahead import ReadAhead
 from retail_etl.run.summary import RunSummary, summarize
 from retail_etl.run.transform import transform
 from retail_etl.run.triage import triage
@@ -129,32 +131,44 @@ def _stages(
         found = discover(store, warehouse, storage.landing_prefix, storage.error_prefix, run_id)
     checkpoint("discovered")
     dims = prefetch_dimensions(warehouse) if found.todo else None  # while the files download
-    with timed("fetch", sum(row.size or 0 for row in found.todo)):
-        advance = partial(timed.progress.advance, "fetch")
-        fetched = fetch(store, found.todo, storage, work_dir / "landing", advance)
-    checkpoint("downloaded")
-    with timed("triage"):
-        triaged = triage(warehouse, fetched, storage)
-    checkpoint("validated")
-
     set_aside: list[isolate.SetAside] = []
-    published, committed = Published(0, 0, 0, 0), Committed((), (), {}, frozenset(), {})
-    if triaged.batch and dims is not None:
-        with timed("transform"):
-            transformed = transform(
-                settings, engine, store, warehouse, triaged, run_id, work_dir, dims.result()
-            )
-            del dims  # a million customers' names: not kept through the commit
-            set_aside.append(
-                isolate.set_aside(
+    transformed = None
+    with ReadAhead(settings, engine, dims, run_id, work_dir / "out") as ahead:
+        with timed("fetch", sum(row.size or 0 for row in found.todo)):
+            advance = partial(timed.progress.advance, "fetch")
+            landing = work_dir / "landing"
+            fetched = fetch(store, found.todo, storage, landing, advance, arrived=ahead)
+        checkpoint("downloaded")
+        with timed("triage"):
+            triaged = triage(warehouse, fetched, storage)
+        checkpoint("validated")
+        if triaged.batch and dims is not None:
+            with timed("transform"):
+                transformed = transform(
+                    settings,
+                    engine,
+                    store,
                     warehouse,
-                    storage.error_prefix,
                     triaged,
-                    transformed.set_aside,
-                    transformed.gated_counts,
-                    transformed.gated_rules,
+                    run_id,
+                    work_dir,
+                    dims.result(),
+                    ahead,
                 )
-            )
+                del dims  # a million customers' names: not kept through the commit
+                set_aside.append(
+                    isolate.set_aside(
+                        warehouse,
+                        storage.error_prefix,
+                        triaged,
+                        transformed.set_aside,
+                        transformed.gated_counts,
+                        transformed.gated_rules,
+                    )
+                )
+
+    published, committed = Published(0, 0, 0, 0), Committed((), (), {}, frozenset(), {})
+    if transformed is not None:
         checkpoint("enriched")
         batch = tuple(b for b in triaged.batch if b.ledger_id not in transformed.set_aside)
         if transformed.manifest is not None:
@@ -201,5 +215,9 @@ def _stages(
             "publish": published.lake_bytes + published.rejected_bytes,
             "archive": finalized.moved.bytes,
         },
-        transfer_seconds={"publish": published.seconds, "archive": finalized.moved.seconds},
+        transfer_seconds={
+            "fetch": fetched.seconds,
+            "publish": published.seconds,
+            "archive": finalized.moved.seconds,
+        },
     )

@@ -32,6 +32,7 @@ from retail_etl.engines import (
 )
 from retail_etl.errors import EngineError, WarehouseError
 from retail_etl.run import isolate
+from retail_etl.run.read_ahead import ReadAhead
 from retail_etl.run.triage import Triage
 from retail_etl.storage import ObjectStore
 from retail_etl.warehouse import Warehouse
@@ -56,10 +57,12 @@ def transform(
     run_id: int,
     work_dir: Path,
     dims: Dimensions,
+    ahead: ReadAhead | None = None,
 ) -> Transformed:
-    """dims: the warehouse's dimensions (engines.dimensions)."""
-    limits = RowLimits.of(settings.rules, date.today())
-    empty = [name for name, table in dims.required().items() if not table.num_rows]
+    """dims: the warehouse's dimensions (engines.dimensions); ahead: what read the batch's
+    files as they downloaded, into work_dir/out, with these dims and run_id."""
+    limits = ahead.limits if ahead is not None else RowLimits.of(settings.rules, date.today())
+    empty = dims.empty()
     if empty:  # every row would be rejected as unknown: not the files' fault
         raise WarehouseError(
             f"warehouse {warehouse.display_url}: the {', '.join(empty)} table"
@@ -71,7 +74,8 @@ def transform(
     retired, left_out = fetch_retired(store, warehouse, triaged.corrections, work_dir / "retired")
 
     def attempt(files: list[BatchFile], folder: Path, replaced: Sequence[Path] = ()) -> Manifest:
-        engine = open_engine(settings.engine, engine_name)
+        # the first attempt's is the engine that has read ahead into out, if any
+        engine = (ahead and ahead.take()) or open_engine(settings.engine, engine_name)
         try:
             return engine.process(files, dims, limits, run_id, folder, replaced)
         finally:

@@ -104,9 +104,9 @@ def judge(conn: Connection, fetched: Fetched, storage: StorageSettings) -> Judge
                 corrections[row.id] = previous[0]
             checksums[row.id] = check.checksum
             rows[row.id] = row
-            path = item.local_path
-            assert path is not None  # fetch sets it with the check
-            batch.append(BatchFile(row.id, row.file_name, path, check.header))
+            batch_file = item.batch_file
+            assert batch_file is not None  # downloaded, checked and ok
+            batch.append(batch_file)
             continue
         checksum, size = (check.checksum, check.size) if check else (None, None)
         verdicts.append(Verdict(row, outcome, dest, message, checksum, size))
