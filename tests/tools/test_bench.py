@@ -92,8 +92,20 @@ def test_bench_measures_each_variant_and_checks_their_totals(bench_run: Path) ->
     assert checks["day30_over_day1"] > 0
     assert checks["duckdb_over_handwritten"] > 0
     assert checks["s3_mariadb_over_handwritten_s3_mariadb"] > 0
+    # where the CPU went on the production stack: the run's own process tree, MariaDB's and
+    # moto's processes (all on this machine), and the machine as a whole
+    for name in production:
+        cpu = variants[name]["cpu_seconds"]
+        assert cpu["command"] > 0 and cpu["s3_endpoint"] >= 0 and cpu["warehouse_server"] >= 0
+        assert cpu["machine_busy"] >= cpu["command"] and cpu["machine_idle"] >= 0
+    assert checks["s3_mariadb_cpu_bound_over_handwritten_s3_mariadb"] > 0
+    assert (
+        "CPU seconds of retail-etl-duckdb-s3-mariadb (last run): the command "
+        in (bench_run / "stdout.txt").read_text()
+    )
 
     text = markdown.read_text()
+    assert ", the warehouse server " in text and ", the S3 endpoint " in text
     assert "start -->\nold\n" not in text and "intro" in text and "profile notes" in text
     for name in variants:
         assert f"| {name} |" in text

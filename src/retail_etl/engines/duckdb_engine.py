@@ -176,6 +176,13 @@ class DuckDBEngine:
             f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {', '.join(columns)} FROM {source}"
         )
 
+    def register(self, batch: list[BatchFile], dims: Dimensions) -> None:
+        """The lookups rows.sql joins, as the engine registers them: the dimensions and the
+        batch's files (bench/lake_floor.py times the lake's writer over them)."""
+        self._register_dimensions(dims)
+        self._register_files("batch_files", batch)
+        self._register_files("batch_paths", batch)
+
     def _register_dimensions(self, dims: Dimensions) -> None:
         if self._dims is dims:
             return

@@ -80,9 +80,28 @@ def table(results: dict[str, Any]) -> str:
             "s3_mariadb_over_handwritten_s3_mariadb",
             "retail-etl-duckdb-s3-mariadb / handwritten-duckdb-s3-mariadb",
         ),
+        (
+            "s3_mariadb_cpu_bound_over_handwritten_s3_mariadb",
+            "retail-etl-duckdb-s3-mariadb if every core were busy throughout (the machine's "
+            "busy core-seconds / cores, last run) / handwritten-duckdb-s3-mariadb",
+        ),
     ):
         if key in checks:
             lines.append(f"{label} (median): **{checks[key]}×**.")
+    for v in results["variants"]:
+        cpu = v.get("cpu_seconds")
+        if cpu:
+            services = "".join(
+                f", {label} {cpu[key]}"
+                for key, label in (("warehouse_server", "the warehouse server"),
+                                   ("s3_endpoint", "the S3 endpoint"))
+                if key in cpu
+            )  # fmt: skip
+            lines.append(
+                f"CPU seconds of {v['name']} (last run): the command {cpu['command']}{services}; "
+                f"the machine busy {cpu['machine_busy']} and idle {cpu['machine_idle']} "
+                "core-seconds."
+            )
     if results.get("s3_endpoint"):
         lines.append(
             f"S3 endpoint: {results['s3_endpoint']}; its process and MariaDB's are not in the "

@@ -265,9 +265,16 @@ def _results(
             checks["duckdb_over_handwritten"] = round(day1.median / handwritten.median, 2)
         if production is not None:
             checks["s3_mariadb_over_handwritten"] = round(production.median / handwritten.median, 2)
-    if production is not None and "handwritten-duckdb-s3-mariadb" in by_name:
+    handwritten_production = by_name.get("handwritten-duckdb-s3-mariadb")
+    if production is not None and handwritten_production is not None:
         checks["s3_mariadb_over_handwritten_s3_mariadb"] = round(
-            production.median / by_name["handwritten-duckdb-s3-mariadb"].median, 2
+            production.median / handwritten_production.median, 2
+        )
+    busy = production.cpu_seconds.get("machine_busy") if production is not None else None
+    if busy and handwritten_production is not None:
+        # the ratio if the tool's work kept every core busy from start to end
+        checks["s3_mariadb_cpu_bound_over_handwritten_s3_mariadb"] = round(
+            busy / machine_info["cores"] / handwritten_production.median, 2
         )
     mart_rows = {v.name: int(v.totals["mart_rows"]) for v in variants if "mart_rows" in v.totals}
     return {

@@ -201,6 +201,18 @@ class MariaDB:
             hide_password=False
         )
 
+    def local_processes(self) -> list[Any]:
+        """The server's processes (psutil), when it runs on this machine; else none."""
+        import psutil
+
+        if self.url.host not in (None, "127.0.0.1", "localhost", "::1"):
+            return []
+        return [
+            process
+            for process in psutil.process_iter(["name"])
+            if process.info["name"] in ("mariadbd", "mysqld")
+        ]
+
     def rows_changed(self) -> tuple[int, str]:
         """Rows the whole server has inserted, updated and deleted so far, and which counters
         say so: InnoDB's own where the server has them (MySQL); MariaDB 10.6+ dropped

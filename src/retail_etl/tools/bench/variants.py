@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -64,6 +65,7 @@ class Variant:
     started: list[float] = field(default_factory=list)  # each run, seconds into the bench
     warehouse_rows_written: int | None = None  # last run, as the variant reports it
     server_rows_changed: int | None = None  # last run, the MariaDB server's row counters
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # last run, CpuMeter's
 
     def record(self, seconds: float, peak_rss_mb: float) -> None:
         self.seconds.append(seconds)
@@ -94,7 +96,54 @@ class Variant:
             "stage_seconds": self.stage_seconds,
             "warehouse_rows_written": self.warehouse_rows_written,
             "server_rows_changed": self.server_rows_changed,
+            "cpu_seconds": self.cpu_seconds,
         }
+
+
+class CpuMeter:
+    """CPU seconds spent while a command runs (a `with` block around measure): the command's
+    process tree (the children this process reaped meanwhile), each local service's processes
+    (the warehouse server, the S3 endpoint; absent when it does not run on this machine), and
+    the whole machine's busy and idle
+    core-seconds. On a machine where all of them share the cores, busy / cores is the least
+    wall time the same work could take."""
+
+    def __init__(self, services: dict[str, list[Any]]) -> None:
+        self.services = services
+        self.seconds: dict[str, float] = {}
+        self._before: dict[str, float] = {}
+
+    def _read(self) -> dict[str, float]:
+        import psutil
+
+        own = resource.getrusage(resource.RUSAGE_CHILDREN)
+        machine = psutil.cpu_times()
+        idle = machine.idle + getattr(machine, "iowait", 0.0)
+        read = {
+            "command": own.ru_utime + own.ru_stime,
+            "machine_busy": sum(machine) - idle - getattr(machine, "guest", 0.0)
+            - getattr(machine, "guest_nice", 0.0),
+            "machine_idle": idle,
+        }  # fmt: skip
+        for name, processes in self.services.items():
+            if not processes:
+                continue  # not on this machine: not measured
+            read[name] = 0.0
+            for process in processes:
+                try:
+                    times = process.cpu_times()
+                except psutil.Error:  # gone, or not ours to read
+                    continue
+                read[name] += times.user + times.system
+        return read
+
+    def __enter__(self) -> CpuMeter:
+        self._before = self._read()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        after = self._read()
+        self.seconds = {name: round(after[name] - self._before[name], 1) for name in after}
 
 
 def measure(
@@ -376,8 +425,10 @@ class Bench:
             bucket = self._bucket_with_files(csvs)
             cmd, env = command(ws, database, bucket)
             before, self.row_counters = self.mysql.rows_changed()
-            seconds, rss, out = measure(cmd, ws, env)
+            with CpuMeter(self._service_processes()) as cpu:
+                seconds, rss, out = measure(cmd, ws, env)
             variant.server_rows_changed = self.mysql.rows_changed()[0] - before
+            variant.cpu_seconds = cpu.seconds
             variant.record(seconds, rss)
             variant.totals = self.mysql.totals(database)
             return dict(json.loads(out.strip().splitlines()[-1]))
@@ -386,6 +437,17 @@ class Bench:
             if bucket is not None:
                 self.s3.remove_bucket(bucket)
             shutil.rmtree(ws, ignore_errors=True)
+
+    def _service_processes(self) -> dict[str, list[Any]]:
+        """The local processes of the warehouse server and the S3 endpoint (psutil)."""
+        import psutil
+
+        assert self.s3 is not None and self.mysql is not None
+        server = self.s3.server
+        return {
+            "warehouse_server": self.mysql.local_processes(),
+            "s3_endpoint": [psutil.Process(server.pid)] if server is not None else [],
+        }
 
     def retail_etl_production(self, csvs: list[Path], variant: Variant, attempt: int) -> None:
         def command(ws: Path, database: str, bucket: str) -> tuple[list[str], dict[str, str]]:
