@@ -154,7 +154,8 @@ def test_files_read_ahead_make_the_manifest_of_the_batch_read_at_once(tmp_path: 
         1: f"{header}\n1,1,Tea,2024-03-30,1,2.00,1,2.00\n2,1,Tea,2024-03-29,1,2.00,x,2.00\n"
         '1,1,"Tea,2024-03-30\n',
         2: f"{header}\n2,1,Tea,2024-03-30,1,3.00,2,6.00\n1,1,Tea,2024-04-01,1,1.00,1,1.00\n",
-        3: f"{header}\n1,1,Tea,2024-03-30,1,5.00,1,5.00\n9,1,Tea,2024-03-30,1,5.00,1,5.00\n",
+        3: f"{header}\n1,1,Tea,2024-03-30,1,5.00,1,5.00\n9,1,Tea,2024-03-30,1,5.00,1,5.00\n"
+        "1,1,Tea\n",
     }
     files = []
     for ledger_id, text in texts.items():
@@ -171,12 +172,21 @@ def test_files_read_ahead_make_the_manifest_of_the_batch_read_at_once(tmp_path: 
     ahead = DuckDBEngine(settings)
     ahead.read([files[0]], dims, limits, 7, tmp_path / "ahead")
     ahead.read([files[2]], dims, limits, 7, tmp_path / "ahead")  # triage leaves it out
+    lake_pass, read_in_process = ahead._lake_pass, []
+
+    def recording(rows_dir: Path, files: list[BatchFile]) -> None:
+        read_in_process.extend(item.ledger_id for item in files)
+        lake_pass(rows_dir, files)
+
+    ahead._lake_pass = recording  # type: ignore[method-assign]
     got = ahead.process(batch, dims, limits, 7, tmp_path / "ahead")
     ahead.close()
+    assert read_in_process == [2]  # file 1 was read ahead: not read again
 
     assert _comparable(got, tmp_path / "ahead") == _comparable(expected, tmp_path / "at-once")
     assert set(got.counts) == {1, 2} and got.counts[1].rows_rejected == 2  # x and the quote
-    assert [row["line"] for row in got.malformed.to_pylist()] == [4]
+    # file 3's malformed line 4 was read too, but file 3 is not in the batch
+    assert [(row["ledger_id"], row["line"]) for row in got.malformed.to_pylist()] == [(1, 4)]
     assert not list((tmp_path / "ahead").glob("**/_ledger=3"))
 
 

@@ -4,6 +4,7 @@ nowhere."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
 from decimal import Decimal
@@ -15,6 +16,7 @@ from conftest import Env, csv_text
 from helpers import customer_mart, keys, lake_rows, ledger_outcomes
 
 from retail_etl.engines.duckdb_engine import DuckDBEngine
+from retail_etl.errors import EngineError
 
 FIRST = csv_text("1,1,Whole Milk 1L,2024-03-01,2,1.19,3,3.57")
 LAST = csv_text("2,1,Rolled Oats 1kg,2024-03-02,3,3.49,2,6.98")
@@ -71,3 +73,26 @@ def test_the_next_files_download_while_the_engine_reads_the_first(
     assert len(lake) == 2
     # fetch's MB/s is over the downloads' own seconds, not the engine's reading after them
     assert 0 < summary.transfer_seconds["fetch"] < summary.stage_seconds["fetch"]
+
+
+def test_a_failure_while_reading_ahead_costs_only_time(
+    env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever fails while the files download (here the engine's reading, as a full disk
+    would), the run goes on: transform reads the batch again from the downloaded files."""
+    env.land("a.csv", FIRST)
+    env.land("c.csv", LAST)
+
+    def failing(*_args: Any) -> None:
+        raise EngineError("duckdb: IO Error: could not write file")
+
+    monkeypatch.setattr(DuckDBEngine, "read", failing)
+    with caplog.at_level(logging.WARNING, logger="retail_etl.run"):
+        summary = env.run()
+
+    assert (summary.outcome, summary.files_processed) == ("succeeded", 2)
+    assert customer_mart(env) == {
+        (1, "2024-03-01"): Decimal("3.57"),
+        (2, "2024-03-01"): Decimal("6.98"),
+    }
+    assert "the engine stopped reading ahead" in caplog.text

@@ -221,7 +221,8 @@ class Engine(Protocol):
         """Start on these files while the rest of the batch still downloads (the run does not
         know the batch yet). process, given the same dims, limits, run_id and out_dir, then
         leaves out what was read of files not in its batch and reads only the files not read
-        yet. An engine may do nothing here and all of the work in process."""
+        yet. An engine may do nothing here and all of the work in process. An engine serves
+        one batch: read any number of times, then process once."""
         ...
 
     def process(

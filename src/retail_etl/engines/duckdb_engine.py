@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,15 @@ def _queries(files: list[BatchFile], bytes_per_query: int) -> list[list[BatchFil
     return groups
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What a batch's reads must share to be one batch (and its dims, by identity)."""
+
+    limits: RowLimits
+    run_id: int
+    rows_dir: Path
+
+
 class DuckDBEngine:
     name = "duckdb"
 
@@ -136,8 +146,8 @@ class DuckDBEngine:
         # rows, and out of memory counting them).
         self.con.execute("SET disabled_optimizers = 'join_order,build_side_probe_side'")
         self._lookups = 0
-        # the batch being read (its limits, run id and rows folder; dims), and its files read
-        self._job: tuple[RowLimits, int, Path] | None = None
+        # the batch being read (with self._dims), and its files read so far
+        self._job: _Job | None = None
         self._dims: Dimensions | None = None
         self._read: dict[int, BatchFile] = {}
         self._rows_sql = ""
@@ -180,8 +190,7 @@ class DuckDBEngine:
         """The lookups rows.sql joins, as the engine registers them: the dimensions and the
         batch's files (bench/lake_floor.py times the lake's writer over them)."""
         self._register_dimensions(dims)
-        self._register_files("batch_files", batch)
-        self._register_files("batch_paths", batch)
+        self._register_batch_files(batch)
 
     def _register_dimensions(self, dims: Dimensions) -> None:
         if self._dims is dims:
@@ -192,15 +201,20 @@ class DuckDBEngine:
         self._register_lookup("dim_product", dims.product)
         self._dims = dims
 
-    def _register_files(self, name: str, files: Sequence[BatchFile]) -> None:
-        """batch_files (rows.sql names each row's source file from it) or batch_paths."""
+    def _register_batch_files(self, files: Sequence[BatchFile]) -> None:
+        """batch_files, which rows.sql names each row's source file from, over the files the
+        next query reads."""
         ledger_ids = pa.array([b.ledger_id for b in files], pa.int64())
-        if name == "batch_files":
-            names = pa.array([b.file_name for b in files], pa.string())
-            self._register_lookup(name, pa.table({"ledger_id": ledger_ids, "file_name": names}))
-        else:
-            paths = pa.array([str(b.local_path) for b in files], pa.string())
-            self.con.register(name, pa.table({"ledger_id": ledger_ids, "path": paths}))
+        names = pa.array([b.file_name for b in files], pa.string())
+        self._register_lookup(
+            "batch_files", pa.table({"ledger_id": ledger_ids, "file_name": names})
+        )
+
+    def _register_batch_paths(self, batch: Sequence[BatchFile]) -> None:
+        """batch_paths: which file of the batch each CSV scan read (_malformed)."""
+        ledger_ids = pa.array([b.ledger_id for b in batch], pa.int64())
+        paths = pa.array([str(b.local_path) for b in batch], pa.string())
+        self.con.register("batch_paths", pa.table({"ledger_id": ledger_ids, "path": paths}))
 
     def read(
         self,
@@ -212,32 +226,31 @@ class DuckDBEngine:
     ) -> None:
         """Pass 1 (the lake's files) over these files now."""
         try:
-            self._start(dims, limits, run_id, out_dir)
-            self._lake_pass(files)
+            self._lake_pass(self._start(dims, limits, run_id, out_dir), files)
         except duckdb.Error as exc:
             raise _engine_error(exc) from exc
 
-    def _start(self, dims: Dimensions, limits: RowLimits, run_id: int, out_dir: Path) -> None:
-        """Ready for a batch; what was read for another one is forgotten."""
-        job = (limits, run_id, (out_dir / "rows").resolve())
+    def _start(self, dims: Dimensions, limits: RowLimits, run_id: int, out_dir: Path) -> Path:
+        """Ready for a batch, whose rows folder it returns; what was read for another batch is
+        forgotten."""
+        job = _Job(limits, run_id, (out_dir / "rows").resolve())
         if self._job is not None and (job != self._job or dims is not self._dims):
-            shutil.rmtree(self._job[2], ignore_errors=True)
+            shutil.rmtree(self._job.rows_dir, ignore_errors=True)
             self._read.clear()
         self._job = job
         self._register_dimensions(dims)
         self._rows_sql = sql.render("rows", "duckdb", run_id=int(run_id), limits=limits)
+        return job.rows_dir
 
-    def _lake_pass(self, files: list[BatchFile]) -> None:
+    def _lake_pass(self, rows_dir: Path, files: list[BatchFile]) -> None:
         """Pass 1 writes the lake's files. Rejected rows go along with the lake's columns (under
         kind=rejected) only to show which files have any; that folder is then replaced by pass
         2's."""
         if not files:
             return
-        assert self._job is not None
-        rows_dir = self._job[2]
         rows_dir.parent.mkdir(parents=True, exist_ok=True)
         self._read.update((item.ledger_id, item) for item in files)
-        self._register_files("batch_files", list(self._read.values()))
+        self._register_batch_files(files)
         self._copy(
             files,
             f"SELECT kind, sales_month, store_id, _ledger, {', '.join(LAKE_COLUMNS)} "
@@ -246,11 +259,10 @@ class DuckDBEngine:
             "kind, sales_month, store_id, _ledger",
         )
 
-    def _forget(self, ledger_ids: Collection[int]) -> None:
+    def _forget(self, rows_dir: Path, ledger_ids: Collection[int]) -> None:
         """What pass 1 wrote of these files."""
-        assert self._job is not None
         for ledger_id in ledger_ids:
-            for folder in self._job[2].glob(f"kind=*/*/*/_ledger={int(ledger_id)}"):
+            for folder in rows_dir.glob(f"kind=*/*/*/_ledger={int(ledger_id)}"):
                 shutil.rmtree(folder)
             del self._read[ledger_id]
 
@@ -264,13 +276,14 @@ class DuckDBEngine:
         retired: Sequence[Path] = (),
     ) -> Manifest:
         try:
-            self._start(dims, limits, run_id, out_dir)
-            assert self._job is not None
-            rows_dir = self._job[2]
+            rows_dir = self._start(dims, limits, run_id, out_dir)
             wanted = {item.ledger_id for item in batch}
-            self._forget([ledger_id for ledger_id in self._read if ledger_id not in wanted])
-            self._lake_pass([item for item in batch if item.ledger_id not in self._read])
-            self._register_files("batch_paths", batch)
+            self._forget(
+                rows_dir, [ledger_id for ledger_id in self._read if ledger_id not in wanted]
+            )
+            self._lake_pass(rows_dir, [item for item in batch if item.ledger_id not in self._read])
+            self._register_batch_files(batch)
+            self._register_batch_paths(batch)
             malformed = self._malformed()
             counts = self._counts(rows_dir, malformed)  # before pass 1's rejected rows go
             rejected_dir = rows_dir / "kind=rejected"

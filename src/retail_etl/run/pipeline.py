@@ -40,7 +40,7 @@ from retail_etl.run.lifecycle import (
 from retail_etl.run.publish import Published, publish
 from retail_etl.run.read_ahead import ReadAhead
 from retail_etl.run.summary import RunSummary, summarize
-from retail_etl.run.transform import transform
+from retail_etl.run.transform import engine_out, transform
 from retail_etl.run.triage import triage
 from retail_etl.storage import open_store
 from retail_etl.warehouse import Warehouse
@@ -133,7 +133,7 @@ def _stages(
     dims = prefetch_dimensions(warehouse) if found.todo else None  # while the files download
     set_aside: list[isolate.SetAside] = []
     transformed = None
-    with ReadAhead(settings, engine, dims, run_id, work_dir / "out") as ahead:
+    with ReadAhead(settings, engine, dims, run_id, engine_out(work_dir)) as ahead:
         with timed("fetch", sum(row.size or 0 for row in found.todo)):
             advance = partial(timed.progress.advance, "fetch")
             landing = work_dir / "landing"
@@ -153,7 +153,8 @@ def _stages(
                     run_id,
                     work_dir,
                     dims.result(),
-                    ahead,
+                    ahead.limits,
+                    ahead.take(),
                 )
                 del dims  # a million customers' names: not kept through the commit
                 set_aside.append(

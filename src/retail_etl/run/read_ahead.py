@@ -3,9 +3,11 @@ files take seconds to arrive, and the lake pass over those already here need not
 
 Which files make the batch is only known after triage, so this reads ahead of it: a file
 triage then takes out (a duplicate, a correction that cannot be applied) costs some engine time
-and nothing else, as the engine's process leaves it out. When the engine fails on a file here,
-reading ahead stops and is thrown away: transform starts over from the downloaded files and
-finds the file at fault by bisection, as it would have without reading ahead."""
+and nothing else, as the engine's process leaves it out. Reading ahead only ever saves time:
+when anything fails here (a file the engine cannot read, the dimensions, the engine itself) it
+stops and its work is thrown away, and transform starts over from the downloaded files, where
+the same error surfaces as it would have without reading ahead (a file at fault is found by
+bisection)."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ log = logging.getLogger("retail_etl.run")
 
 class ReadAhead:
     """Give it the files as they arrive (fetch's arrived); take() hands transform the engine
-    that has read them. Used as a context manager: the engine is closed at the end."""
+    that has read them. Used as a context manager: an engine not taken is closed at the end."""
 
     def __init__(
         self,
@@ -36,8 +38,11 @@ class ReadAhead:
         run_id: int,
         out_dir: Path,
     ) -> None:
-        self.settings, self.engine_name = settings, engine_name
-        self.dims, self.run_id, self.out_dir = dims, run_id, out_dir
+        self.settings = settings
+        self.engine_name = engine_name
+        self.dims = dims
+        self.run_id = run_id
+        self.out_dir = out_dir
         self.limits = RowLimits.of(settings.rules, date.today())
         self._engine: Engine | None = None
         self._stopped = False
@@ -46,24 +51,28 @@ class ReadAhead:
         files = [batch_file for item in arrived if (batch_file := item.batch_file) is not None]
         if not files or self._stopped or self.dims is None:
             return
-        dims = self.dims.result()
-        if dims.empty():  # transform says why no file can be processed
-            self._stopped = True
-            return
         try:
+            dims = self.dims.result()
+            if dims.empty():  # transform says why no file can be processed
+                self._stop()
+                return
             if self._engine is None:
                 self._engine = open_engine(self.settings.engine, self.engine_name)
             self._engine.read(files, dims, self.limits, self.run_id, self.out_dir)
         except Exception as exc:
-            if not (isolate.is_input_fault(exc) or isolate.is_unforeseen(exc)):
-                raise
-            log.info(
+            expected = isolate.is_input_fault(exc)  # transform finds the file and says why
+            log.log(
+                logging.INFO if expected else logging.WARNING,
                 "the engine stopped reading ahead; transform reads the batch again",
                 extra={"error": isolate.describe(exc)},
+                exc_info=None if expected else exc,
             )
-            self._close()
-            shutil.rmtree(self.out_dir, ignore_errors=True)
-            self._stopped = True
+            self._stop()
+
+    def _stop(self) -> None:
+        self._close()
+        shutil.rmtree(self.out_dir, ignore_errors=True)
+        self._stopped = True
 
     def take(self) -> Engine | None:
         """The engine that has read some of the batch into out_dir, now the caller's to close;

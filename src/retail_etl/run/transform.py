@@ -25,6 +25,7 @@ from retail_etl.config import MAX_STORABLE_AMOUNT, RulesSettings, Settings
 from retail_etl.engines import (
     BatchFile,
     Dimensions,
+    Engine,
     FileCounts,
     Manifest,
     RowLimits,
@@ -32,11 +33,15 @@ from retail_etl.engines import (
 )
 from retail_etl.errors import EngineError, WarehouseError
 from retail_etl.run import isolate
-from retail_etl.run.read_ahead import ReadAhead
 from retail_etl.run.triage import Triage
 from retail_etl.storage import ObjectStore
 from retail_etl.warehouse import Warehouse
 from retail_etl.warehouse.schema import lake_object
+
+
+def engine_out(work_dir: Path) -> Path:
+    """Where the engine writes the batch's files (reading ahead, then transform)."""
+    return work_dir / "out"
 
 
 @dataclass(frozen=True)
@@ -57,25 +62,33 @@ def transform(
     run_id: int,
     work_dir: Path,
     dims: Dimensions,
-    ahead: ReadAhead | None = None,
+    limits: RowLimits | None = None,
+    read_ahead: Engine | None = None,
 ) -> Transformed:
-    """dims: the warehouse's dimensions (engines.dimensions); ahead: what read the batch's
-    files as they downloaded, into work_dir/out, with these dims and run_id."""
-    limits = ahead.limits if ahead is not None else RowLimits.of(settings.rules, date.today())
-    empty = dims.empty()
-    if empty:  # every row would be rejected as unknown: not the files' fault
-        raise WarehouseError(
-            f"warehouse {warehouse.display_url}: the {', '.join(empty)} table"
-            f"{'s are' if len(empty) > 1 else ' is'} empty, so every sales row would be "
-            "rejected as unknown; they are loaded by the systems that own them (`retail-etl "
-            "init --demo` loads sample rows). No file was processed: the next run does them"
-        )
-    out, probe_dir = work_dir / "out", work_dir / "probe"
-    retired, left_out = fetch_retired(store, warehouse, triaged.corrections, work_dir / "retired")
+    """dims: the warehouse's dimensions (engines.dimensions); read_ahead: an engine that has
+    read some of the batch's files into engine_out(work_dir) with these dims, limits and run_id
+    (run/read_ahead.py), closed here."""
+    limits = limits or RowLimits.of(settings.rules, date.today())
+    try:
+        empty = dims.empty()
+        if empty:  # every row would be rejected as unknown: not the files' fault
+            raise WarehouseError(
+                f"warehouse {warehouse.display_url}: the {', '.join(empty)} table"
+                f"{'s are' if len(empty) > 1 else ' is'} empty, so every sales row would be "
+                "rejected as unknown; they are loaded by the systems that own them (`retail-etl "
+                "init --demo` loads sample rows). No file was processed: the next run does them"
+            )
+        corrections = triaged.corrections
+        retired, left_out = fetch_retired(store, warehouse, corrections, work_dir / "retired")
+    except BaseException:
+        if read_ahead is not None:
+            read_ahead.close()
+        raise
+    out, probe_dir = engine_out(work_dir), work_dir / "probe"
 
     def attempt(files: list[BatchFile], folder: Path, replaced: Sequence[Path] = ()) -> Manifest:
-        # the first attempt's is the engine that has read ahead into out, if any
-        engine = (ahead and ahead.take()) or open_engine(settings.engine, engine_name)
+        nonlocal read_ahead  # the first attempt's engine, when one read ahead into out
+        engine, read_ahead = read_ahead or open_engine(settings.engine, engine_name), None
         try:
             return engine.process(files, dims, limits, run_id, folder, replaced)
         finally:

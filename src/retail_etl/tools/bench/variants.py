@@ -118,13 +118,13 @@ class CpuMeter:
 
         own = resource.getrusage(resource.RUSAGE_CHILDREN)
         machine = psutil.cpu_times()
-        idle = machine.idle + getattr(machine, "iowait", 0.0)
+        # guest time is counted in user already; steal is the hypervisor's, not this work's
+        busy = ("user", "nice", "system", "irq", "softirq")
         read = {
             "command": own.ru_utime + own.ru_stime,
-            "machine_busy": sum(machine) - idle - getattr(machine, "guest", 0.0)
-            - getattr(machine, "guest_nice", 0.0),
-            "machine_idle": idle,
-        }  # fmt: skip
+            "machine_busy": sum(getattr(machine, name, 0.0) for name in busy),
+            "machine_idle": machine.idle + getattr(machine, "iowait", 0.0),
+        }
         for name, processes in self.services.items():
             if not processes:
                 continue  # not on this machine: not measured
