@@ -12,7 +12,10 @@ SPEC is KIND:ARG:N
   commit:TABLE:N        at the Nth COMMIT of a transaction that wrote to TABLE
   torn:PREFIX:N         folder store: at the Nth atomic write under PREFIX, after its temporary
                         file is complete and before it is renamed into place
-  timer:CHECKPOINT:S    S seconds after the first checkpoint named CHECKPOINT
+  timer:CHECKPOINT:S[:DEADLINE]
+                        S seconds after the first checkpoint named CHECKPOINT, or at the first
+                        checkpoint named DEADLINE if the run gets there sooner (a timed kill
+                        that a fast run cannot outrun)
   sleep:CHECKPOINT:S    no kill: pause S seconds at the first checkpoint named CHECKPOINT
   dropdb:CHECKPOINT:RE  from the first checkpoint named CHECKPOINT on, the warehouse is lost:
                         SQLite: another connection takes the write lock for good (the next
@@ -62,6 +65,8 @@ def install(specs: list[str]) -> None:
 
     def checkpoint(stage: str) -> None:
         for kind, arg, n in checkpoints:
+            if kind == "timer" and ":" in n and stage == n.split(":", 1)[1]:
+                die(f"at {stage}, before the timer started at {arg} fired")
             if kind == "checkpoint" and stage.startswith(arg) and hit(f"cp:{arg}", int(n)):
                 die(f"at checkpoint {stage}")
             if kind == "sleep" and stage == arg and hit(f"sleep:{arg}", 1):
@@ -71,7 +76,8 @@ def install(specs: list[str]) -> None:
             if kind == "dropdb" and stage == arg and hit(f"dropdb:{arg}", 1):
                 _lose_warehouse(n)
             if kind == "timer" and stage == arg and hit(f"timer:{arg}", 1):
-                timer = threading.Timer(float(n), die, args=(f"{n}s after {stage}",))
+                seconds = n.split(":", 1)[0]
+                timer = threading.Timer(float(seconds), die, args=(f"{seconds}s after {stage}",))
                 timer.daemon = True
                 timer.start()
 
