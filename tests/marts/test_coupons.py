@@ -371,6 +371,25 @@ def test_pipeline_keeps_the_coupon_table(env: Env) -> None:
     ) in rows
 
 
+def test_an_index_on_code_added_by_the_user_stays_right(env: Env) -> None:
+    """README: the tool leaves code unindexed, and works with an index someone adds."""
+    with env.warehouse.begin() as conn:
+        conn.exec_driver_sql("CREATE INDEX ix_customer_coupons_code ON customer_coupons (code)")
+    env.land("mar.csv", MAR)
+    env.run()
+    env.land("feb.csv", FEB)  # rewrites March's coupons: welcome becomes win-back
+    env.run()
+    assert by_month(env) == EXPECTED
+    code = coupons.coupon_code(coupons.DEFAULT_SECRET, 2, "2024-03", "win-back")
+    with env.warehouse.begin() as conn:
+        found = conn.execute(
+            select(customer_coupons.c.month, customer_coupons.c.customer_id).where(
+                customer_coupons.c.code == code
+            )
+        ).all()
+    assert found == [("2024-03", 2)]
+
+
 def expected_rows() -> list[tuple[str, int, str, Decimal, Decimal, str]]:
     """EXPECTED as full rows: discount from the default rules, spend, deterministic code."""
     spend = {
