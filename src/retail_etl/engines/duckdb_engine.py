@@ -9,7 +9,6 @@ import shutil
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -30,14 +29,7 @@ from retail_etl.engines.base import (
     layout_parts,
 )
 from retail_etl.errors import EngineError
-
-
-def connect(**config: Any) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection without progress bars: a statement over ~2 s would print one on
-    stdout, which `run --json` and the reports also write to."""
-    con = duckdb.connect(config=config)
-    con.execute("SET enable_progress_bar = false")  # a per-connection setting, not a config
-    return con
+from retail_etl.local_duckdb import connect
 
 
 def _engine_error(exc: duckdb.Error) -> EngineError:

@@ -48,6 +48,7 @@ import pyarrow.compute as pc
 from sqlalchemy import Connection, case, delete, exists, func, select
 from sqlalchemy.orm import aliased
 
+from retail_etl import local_duckdb
 from retail_etl.cents import decimals
 from retail_etl.config import (
     CouponRule,
@@ -56,7 +57,6 @@ from retail_etl.config import (
     SpendDropRule,
     TopSpendersRule,
 )
-from retail_etl.engines import duckdb_engine
 from retail_etl.marts.merge import MartChanges
 from retail_etl.warehouse import Warehouse, bulk, select_arrow
 from retail_etl.warehouse.schema import customer, customer_coupons, customers_data_mart
@@ -148,7 +148,7 @@ def _hmac_prefixes(
     key = key.ljust(_SHA256_BLOCK, b"\0")
     inner, outer = bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
     messages = pa.table({"customer_id": customer_ids, "segment": segments})
-    with duckdb_engine.connect() as db:
+    with local_duckdb.connect() as db:
         db.register("messages", messages)
         digests = db.execute(
             """SELECT ('0x' || left(sha256($outer || unhex(sha256($inner || encode(

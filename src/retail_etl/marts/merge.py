@@ -35,8 +35,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.schema import CreateTable
 
+from retail_etl import local_duckdb
 from retail_etl.config import MAX_STORABLE_AMOUNT
-from retail_etl.engines import Manifest, duckdb_engine
+from retail_etl.engines import Manifest
 from retail_etl.errors import UnstorableError
 from retail_etl.warehouse import Warehouse, bulk
 from retail_etl.warehouse.schema import (
@@ -129,7 +130,7 @@ def deltas(added: pa.Table, removed: pa.Table, mart: _Mart) -> pa.Table:
     (DuckDB sums into 38 digits) and made cents after: one row's 10^18 cents fit in BIGINT,
     but not times 100 in the row's own 18 digits."""
     keys = ", ".join(mart.keys)
-    with duckdb_engine.connect() as db:
+    with local_duckdb.connect() as db:
         db.register("added", added.select([*mart.keys, "total_sales", "sales_rows"]))
         db.register("removed", removed.select([*mart.keys, "total_sales", "sales_rows"]))
         return db.sql(

@@ -28,8 +28,8 @@ from typing import Any
 
 from sqlalchemy import Connection, or_, select
 
+from retail_etl import local_duckdb
 from retail_etl.config import Settings
-from retail_etl.engines import duckdb_engine
 from retail_etl.errors import StorageError
 from retail_etl.run.keys import rejected_key
 from retail_etl.storage import ObjectStore
@@ -285,7 +285,7 @@ def _customers(objects: ObjectStore, keys: list[str], report: DailyReport) -> No
             paths.append(str(local))
         if not paths:
             return
-        con = duckdb_engine.connect(threads=2)
+        con = local_duckdb.connect(threads=2)
         try:
             source = "read_parquet($paths, union_by_name = true)"
             report.customer_count = con.execute(
