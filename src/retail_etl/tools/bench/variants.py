@@ -104,9 +104,8 @@ class CpuMeter:
     """CPU seconds spent while a command runs (a `with` block around measure): the command's
     process tree (the children this process reaped meanwhile), each local service's processes
     (the warehouse server, the S3 endpoint; absent when it does not run on this machine), and
-    the whole machine's busy and idle
-    core-seconds. On a machine where all of them share the cores, busy / cores is the least
-    wall time the same work could take."""
+    the whole machine's busy and idle core-seconds. On a machine where all of them share the
+    cores, busy / cores is the least wall time the same work could take."""
 
     def __init__(self, services: dict[str, list[Any]]) -> None:
         self.services = services
