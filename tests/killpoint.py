@@ -146,6 +146,9 @@ def _hook_validate(wanted: int) -> None:
     fetch.inspect_file = inspect_file
 
 
+_WRITES = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|LOAD)\b", re.IGNORECASE)
+
+
 def _hook_sql(kind: str, pattern: str, wanted: int) -> None:
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
@@ -157,7 +160,8 @@ def _hook_sql(kind: str, pattern: str, wanted: int) -> None:
         if not regex.search(statement):
             return
         if kind == "commit":
-            conn.info["wrote_watched_table"] = True
+            if _WRITES.match(statement):  # a read of the table (schema checks) is no write
+                conn.info["wrote_watched_table"] = True
         elif hit(f"sql:{pattern}", wanted):
             die(f"before SQL {statement[:80]!r}")
 

@@ -128,6 +128,11 @@ def test_a_later_small_file_that_would_overflow_a_stored_total_is_quarantined(en
         or ("would be more than 9999999999999999.99" in message)
     )
     assert files["tonight-good.csv"]["status"] == "I"
+    archive = env.settings.storage.archive_prefix
+    assert keys(env, archive) == [  # tonight-small.csv is in the error prefix only
+        f"{archive}run-1/weeks-ago.csv",
+        f"{archive}run-2/tonight-good.csv",
+    ]
     # exact cents: SQLite keeps total_sales as the nearest REAL, exact only below 2^53 cents
     assert cents(env, customers_data_mart) == {
         (2, date(2024, 3, 1)): 999999999999999900,

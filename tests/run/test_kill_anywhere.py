@@ -25,6 +25,7 @@ from chaos import (
     summary_of,
 )
 from conftest import Env, csv_text
+from helpers import customer_mart, keys, ledger
 
 Spec = Callable[[Reference], str]
 
@@ -41,6 +42,7 @@ def engine_at(fraction: float) -> Spec:
     )
 
 
+MARTS_AT_COMMIT = "commit:sales_team_data_mart:1"
 POINTS: dict[str, Spec] = {
     # discovery: registration is one transaction
     "discover/mid-registration": at("sql:^INSERT INTO product_staging_table:7"),
@@ -62,7 +64,7 @@ POINTS: dict[str, Spec] = {
     "rejected/written": at("checkpoint:rejected_written:1"),
     # the marts: one transaction with the ledger outcomes
     "marts/mid-transaction": at("sql:^INSERT INTO customers_data_mart:1"),
-    "marts/at-commit": at("commit:sales_team_data_mart:1"),
+    "marts/at-commit": at(MARTS_AT_COMMIT),
     "marts/committed": at("checkpoint:marts_committed:1"),
     # snapshots, then each object's move and status flip
     "archive/first-snapshot": at("after:put_bytes:1"),
@@ -134,3 +136,18 @@ def test_sigkill_inside_each_ledger_transition_then_rerun(
     rerun = summary_of(retail_etl(env, "run", "--json"))
     assert rerun["outcome"] == "succeeded"
     assert full_state(env, tmp_path) == ref.state
+
+
+def test_the_kill_at_the_marts_commit_comes_after_the_batchs_work(env: Env) -> None:
+    """`marts/at-commit` dies at the COMMIT of the batch's transaction, not at an earlier
+    one that only read a mart (the schema check when the run starts)."""
+    env.land("a.csv", csv_text("1,1,Tea,2024-03-05,2,10.00,1,10.00"))
+
+    killed = retail_etl(env, "run", "--json", kill=[MARTS_AT_COMMIT])
+
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert [(r["file_name"], r["status"], r["pending_status"]) for r in ledger(env)] == [
+        ("a.csv", "A", None)
+    ]
+    assert keys(env, env.settings.storage.lake_prefix + "sales/")  # the commit waits for them
+    assert customer_mart(env) == {}
