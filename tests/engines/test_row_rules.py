@@ -119,6 +119,27 @@ def test_rejected_rows_of_a_gzip_file_go_to_a_csv_of_its_name(embedded: Env, tmp
     assert keys(embedded, prefix) == [f"{prefix}{summary.run_id}/2024-03-05/Store 1.CSV"]
 
 
+def test_a_gzip_files_rejected_rows_never_take_another_files_key(env: Env, tmp_path) -> None:
+    """x.csv.gz's rejected rows go to x.csv, unless the same night brings x.csv itself or
+    files in a folder x.csv/ (a folder bucket cannot hold a file and a folder of one name:
+    every night would fail writing the second): the .gz one then keeps its whole name."""
+    rejected = with_value("quantity", "0")
+    for customer, name in enumerate(("x.csv/y.csv", "z.csv", "x.csv.gz", "z.csv.gz"), 1):
+        text = csv_text(GOOD.replace("1", str(customer), 1), rejected)  # not duplicates
+        env.land(name, gzip.compress(text.encode()) if name.endswith(".gz") else text)
+
+    summary = env.run()
+
+    assert summary.outcome == "succeeded"
+    assert {row["status"] for row in ledger(env)} == {"I"}
+    prefix = f"{env.settings.storage.error_prefix}rejected/{summary.run_id}/"
+    written = keys(env, prefix)
+    assert written == [prefix + n for n in ("x.csv.gz.csv", "x.csv/y.csv", "z.csv", "z.csv.gz.csv")]
+    for key in written:
+        lines = object_bytes(env, key, tmp_path).decode().splitlines()
+        assert lines[1:] == [f"{rejected},quantity is not greater than 0"]
+
+
 def test_rejected_rows_keep_extra_columns_in_original_order(env: Env, tmp_path) -> None:
     header = f"note,{HEADER},payment"
     env.land("x.csv", csv_text(f"hello,{with_value('quantity', '0')},card", header=header))

@@ -198,11 +198,16 @@ def write_rejected(
 
 
 def _rejected_key_of(warehouse: Warehouse, error_prefix: str, row: LedgerRow) -> str:
-    """rejected_key, unless the run that registered this .csv.gz also registered the .csv of
-    the same name (both would be `<name>.csv`): then the .gz one keeps its whole name."""
+    """rejected_key, unless `<name>.csv`, the key of this .csv.gz, is another file's: the run
+    that registered it also registered the .csv of the same name, or files in a folder of that
+    name (a folder bucket cannot hold a file and a folder both called `<name>.csv`, and every
+    run would fail writing the second). The .gz one then keeps its whole name."""
     if row.file_name.lower().endswith(".csv.gz"):
+        plain = row.file_name[: -len(".gz")]
         with warehouse.begin() as conn:
-            if _registered(conn, row.run_id, row.file_name[: -len(".gz")]):
+            if _registered(conn, row.run_id, plain) or _registered_below(
+                conn, row.run_id, plain + "/"
+            ):
                 return rejected_key(error_prefix, row.run_id, row.file_name + ".csv")
     return rejected_key(error_prefix, row.run_id, row.file_name)
 
@@ -219,6 +224,12 @@ def _registered(conn: Connection, run_id: int, file_name: str) -> bool:
         ).first()
         is not None
     )
+
+
+def _registered_below(conn: Connection, run_id: int, folder: str) -> bool:
+    t = product_staging_table
+    below = t.c.file_name.startswith(folder, autoescape=True)  # % and _ in names are literal
+    return conn.execute(select(t.c.id).where(t.c.run_id == run_id, below)).first() is not None
 
 
 def _original_values(item: BatchFile, row: dict[str, Any]) -> list[str | None]:
