@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 
 import pytest
 from conftest import HEADER, Env, csv_text
 from helpers import keys, lake_rows, ledger
 
 ROW = "1,1,Whole Milk 1L,2024-03-05,2,1.19,2,2.38"
+
+
+def gzip_with_flag(flag: int, fields: bytes, text: str | None = None) -> bytes:
+    """A gzip member of `text` (a CSV of ROW by default) whose header sets `flag`, followed
+    by that flag's header fields (FHCRC's CRC16 is computed)."""
+    plain = gzip.compress((text if text is not None else csv_text(ROW)).encode(), mtime=0)
+    header = plain[:3] + bytes([flag]) + plain[4:10]
+    if flag == 0x02:
+        fields = (zlib.crc32(header) & 0xFFFF).to_bytes(2, "little")
+    return header + fields + plain[10:]
 
 
 def only_file(env: Env) -> dict:
@@ -30,6 +41,20 @@ def only_file(env: Env) -> dict:
         ("nohdr.csv", "a,b,c\n1,2,3\n", "missing mandatory columns: customer_id, store_id"),
         ("truncated.csv.gz", gzip.compress(csv_text(ROW).encode())[:-12], "gzip"),
         ("notgzip.csv.gz", csv_text(ROW).encode(), "gzip"),
+        ("zlib.csv.gz", zlib.compress(csv_text(ROW).encode()), "not a readable gzip file"),
+        (
+            "then-zlib.csv.gz",
+            gzip.compress(csv_text(ROW).encode()) + zlib.compress(b"2,1,Tea,2024-03-05,2,1,1,1\n"),
+            "not a readable gzip file",
+        ),
+        ("comment.csv.gz", gzip_with_flag(0x10, b"a note\0"), "it sets FCOMMENT"),
+        ("hcrc.csv.gz", gzip_with_flag(0x02, b""), "it sets FHCRC"),
+        ("text.csv.gz", gzip_with_flag(0x01, b""), "it sets FTEXT"),
+        (
+            "second-member-comment.csv.gz",
+            gzip.compress(csv_text(ROW).encode()) + gzip_with_flag(0x10, b"x\0", ROW + "\n"),
+            "it sets FCOMMENT",
+        ),
     ],
 )
 def test_unusable_file_is_quarantined_byte_identical_with_reason(
@@ -47,6 +72,21 @@ def test_unusable_file_is_quarantined_byte_identical_with_reason(
     env.store.download(error_keys[0], stored)
     assert stored.read_bytes() == (data.encode() if isinstance(data, str) else data)
     assert keys(env, env.landing) == []
+
+
+def test_a_gzip_the_engine_cannot_read_costs_only_its_own_file(env: Env) -> None:
+    """zlib accepts a comment in a gzip header, DuckDB refuses it and fails the whole batch:
+    the file is quarantined when it is checked, the rest of the night loads."""
+    env.land("comment.csv.gz", gzip_with_flag(0x10, b"exported by the till\0"))
+    env.land("good.csv", csv_text("2,1,Whole Milk 1L,2024-03-05,2,1.19,1,1.19"))
+
+    summary = env.run()
+
+    assert summary.outcome == "succeeded"
+    assert {r["file_name"]: r["status"] for r in ledger(env)} == {
+        "comment.csv.gz": "E",
+        "good.csv": "I",
+    }
 
 
 def test_missing_column_names_every_missing_column(env: Env) -> None:

@@ -8,6 +8,7 @@ import csv
 import gzip
 import hashlib
 import io
+import os
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -106,12 +107,23 @@ class _Unreadable(Exception):
     pass
 
 
+# Gzip header flags (RFC 1952) that zlib accepts and DuckDB's reader refuses ("Unsupported
+# GZIP archive"), failing the whole batch: a file that sets one is quarantined here instead.
+_ENGINE_UNREADABLE_FLAGS = {0x01: "FTEXT", 0x02: "FHCRC", 0x10: "FCOMMENT"}
+
+
 def _plain_chunks(handle: BinaryIO, digest: Any, compressed: bool) -> Iterator[bytes]:
     """The file's bytes (decompressed for .gz) in pieces of at most CHUNK bytes, so that a
-    gzip bomb never sits in memory whole; the raw bytes go into `digest` as they are read."""
-    decompressor = zlib.decompressobj(wbits=47)
+    gzip bomb never sits in memory whole; the raw bytes go into `digest` as they are read.
+    A .gz must be gzip members the engine reads: no zlib or raw deflate streams, no header
+    flag it refuses."""
+    decompressor = zlib.decompressobj(wbits=31)  # gzip only (47 also takes zlib streams)
+    read = 0
+    if compressed:
+        _check_member_header(handle, 0)
     while chunk := handle.read(CHUNK):
         digest.update(chunk)
+        read += len(chunk)
         if not compressed:
             yield chunk
             continue
@@ -125,11 +137,25 @@ def _plain_chunks(handle: BinaryIO, digest: Any, compressed: bool) -> Iterator[b
             if decompressor.eof:
                 chunk = decompressor.unused_data
                 if chunk:  # concatenated members
-                    decompressor = zlib.decompressobj(wbits=47)
+                    _check_member_header(handle, read - len(chunk))
+                    decompressor = zlib.decompressobj(wbits=31)
             else:
                 chunk = decompressor.unconsumed_tail
     if compressed and not decompressor.eof:
         raise _Unreadable("not a readable gzip file: truncated")
+
+
+def _check_member_header(handle: BinaryIO, start: int) -> None:
+    """Raise _Unreadable when the gzip member at `start` sets a flag the engine refuses."""
+    header = os.pread(handle.fileno(), 4, start)  # ID1 ID2 CM FLG
+    if len(header) < 4 or header[:2] != b"\x1f\x8b":
+        return  # not a gzip member at all: zlib says so
+    refused = [name for bit, name in _ENGINE_UNREADABLE_FLAGS.items() if header[3] & bit]
+    if refused:
+        raise _Unreadable(
+            f"a gzip header the engine cannot read (it sets {', '.join(refused)}): "
+            "compress the file again with gzip"
+        )
 
 
 class _Shape:
