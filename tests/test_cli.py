@@ -363,3 +363,24 @@ def test_the_demo_report_month_is_the_last_whole_one() -> None:
     assert report_month(landed(date(2026, 9, 1), date(2026, 12, 1))) == "2026-11"
     assert report_month(landed(date(2026, 9, 1), date(2026, 11, 30))) == "2026-11"
     assert report_month(landed(date(2026, 11, 30), date(2026, 12, 1))) == "2026-12"
+
+
+def test_names_and_notes_that_look_like_rich_markup_are_printed_as_they_are(folder: Path) -> None:
+    """A file name or a quarantine note is data: `[/]` once crashed the run's table after
+    the batch had loaded (exit 8), and `status` from then on."""
+    assert cli(folder, "init", "--demo").returncode == 0
+    landing = folder / "data" / "bucket" / "sales_data"
+    landing.mkdir(parents=True, exist_ok=True)
+    header = (
+        "customer_id,store_id,product_name,sales_date,sales_person_id,price,quantity,total_cost"
+    )
+    (landing / "[bold]dup.csv").write_text(f"{header},[/],[/]\n1,1,Tea,2024-03-05,2,1,1,1,a,b\n")
+    (landing / "good.csv").write_text(f"{header}\n2,1,Tea,2024-03-05,2,1,1,1\n")
+
+    run = cli(folder, "run", env={"COLUMNS": "200"})
+    status = cli(folder, "status", env={"COLUMNS": "200"})
+
+    assert run.returncode == 0, run.stderr
+    assert "[bold]dup.csv" in run.stdout and "duplicate header names: [/]" in run.stdout
+    assert status.returncode == 0, status.stderr
+    assert "[bold]dup.csv" in status.stdout and "duplicate header names: [/]" in status.stdout

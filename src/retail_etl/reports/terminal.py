@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from retail_etl.config import Settings
 from retail_etl.progress import TerminalProgress
@@ -84,7 +85,7 @@ def _file_table(
     for row in rows:
         cells = list(row)
         cells[file_at] = fit_key(cells[file_at], file_width)
-        table.add_row(*cells)
+        table.add_row(*(Text(cell) for cell in cells))  # data, not markup
     return table
 
 
@@ -102,7 +103,9 @@ def show_run(
     if summary.outcome == DRY_RUN:  # no run id: nothing was recorded
         title = f"dry run ({summary.engine}) in {summary.seconds:.1f}s"
     if not summary.files and summary.outcome in ("succeeded", DRY_RUN):
-        out.print(f"{title}: nothing new in {landing_url}", soft_wrap=True, highlight=False)
+        out.print(
+            f"{title}: nothing new in {landing_url}", soft_wrap=True, highlight=False, markup=False
+        )
         return
     files = summary.files
     left_out = 0
@@ -144,7 +147,7 @@ def show_run(
     if transfers:
         out.print("transfers: " + "; ".join(transfers))
     if summary.rules:
-        out.print("rules broken: " + top_rules(summary.rules, len(summary.rules)))
+        out.print("rules broken: " + top_rules(summary.rules, len(summary.rules)), markup=False)
     if summary.outcome == DRY_RUN:
         changes = ", ".join(
             f"{month}: {marts['customers_data_mart']} customer and "
@@ -166,7 +169,7 @@ MIN_RUN_NOTE_WIDTH = 24
 
 def show_status(out: Console, data: dict[str, Any]) -> None:
     """reports.status.collect's data as tables."""
-    out.print(f"warehouse: {data['warehouse']}")
+    out.print(f"warehouse: {data['warehouse']}", markup=False)
     out.print("files: " + ", ".join(f"{s}={n}" for s, n in data["files_by_status"].items()))
     runs = Table(title="recent runs")
     for column in ("run", "started", "outcome", "engine", "files", "valid", "rejected", "secs"):
@@ -194,13 +197,13 @@ def show_status(out: Console, data: dict[str, Any]) -> None:
             str(r["rows_valid"] or 0),
             str(r["rows_rejected"] or 0),
             f"{r['seconds'] or 0:.1f}",
-            *(() if below else (notes[r["run_id"]],)),
+            *(() if below else (Text(notes[r["run_id"]]),)),
         )
     out.print(runs)
     if below:
         for run_id, note in notes.items():
             if note:
-                out.print(f"run {run_id}: {note}", highlight=False)
+                out.print(f"run {run_id}: {note}", highlight=False, markup=False)
     rows = [
         [
             str(f["id"]),
