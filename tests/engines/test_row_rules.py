@@ -112,6 +112,17 @@ def test_rejected_rows_file_is_named_after_its_source(file_name: str, rejected_n
     assert rejected_key("err/", 7, file_name) == f"err/rejected/7/{rejected_name}"
 
 
+def test_a_rejected_rows_name_past_a_file_names_255_bytes_is_shortened() -> None:
+    """A landed `<252 bytes>.csv.gz` beside its `.csv`: its rejected rows would go to a
+    259-byte `.csv.gz.csv`, which no folder bucket can hold."""
+    name = "d/" + "a" * 252 + ".csv.gz.csv"
+    key = rejected_key("err/", 7, name)
+    last = key.rsplit("/", 1)[-1]
+    assert key.startswith("err/rejected/7/") and last.endswith("a.csv.gz.csv")
+    assert len(last.encode()) <= 255
+    assert rejected_key("err/", 7, name) == key != rejected_key("err/", 7, "d/b" + name[3:])
+
+
 def test_rejected_rows_of_a_gzip_file_go_to_a_csv_of_its_name(embedded: Env, tmp_path) -> None:
     embedded.land("2024-03-05/Store 1.CSV.GZ", gzip.compress(csv_text(GOOD, "x,1").encode()))
     summary = embedded.run()

@@ -64,15 +64,21 @@ def safe_key(key: str) -> str:
 
 
 MAX_KEY_BYTES = 1024  # S3's limit; far inside any file system's path limit
+MAX_PART_BYTES = 255  # a file name's limit on the file systems a folder bucket lives on
 _KEPT_NAME_BYTES = 200  # of a shortened key's last part: well inside a file name's 255
 
 
 def fit_key(prefix: str, name: str) -> str:
-    """prefix + name, or, when that is longer than MAX_KEY_BYTES, prefix + a digest of the
-    name + the end of its last part (the extension included): deterministic, so a resumed
-    run finds the same key, and distinct for distinct names."""
+    """prefix + name, or, when that is longer than MAX_KEY_BYTES or its last part longer
+    than MAX_PART_BYTES (a name given `.csv` more than it landed with), prefix + a digest of
+    the name + the end of its last part (the extension included): deterministic, so a
+    resumed run finds the same key, and distinct for distinct names."""
     key = prefix + name
-    if len(key.encode("utf-8", "surrogateescape")) <= MAX_KEY_BYTES:
+    last = key.rsplit("/", 1)[-1]
+    if (
+        len(key.encode("utf-8", "surrogateescape")) <= MAX_KEY_BYTES
+        and len(last.encode("utf-8", "surrogateescape")) <= MAX_PART_BYTES
+    ):
         return key
     digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     tail = name.rsplit("/", 1)[-1].encode("utf-8", "surrogateescape")[-_KEPT_NAME_BYTES:]
