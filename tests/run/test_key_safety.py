@@ -56,6 +56,14 @@ def test_the_folder_store_never_writes_outside_its_root(tmp_path: Path, key: str
     assert [p.name for p in tmp_path.iterdir()] == ["bucket"]
 
 
+def test_a_name_the_folders_file_system_refuses_is_a_storage_error(tmp_path: Path) -> None:
+    """One line naming the object (exit 3), not an unexpected OSError (exit 8)."""
+    store = LocalFolderStore(tmp_path / "bucket", "file://bucket")
+    store.put_bytes("error/a.csv", b"x")
+    with pytest.raises(StorageError, match="cannot read .* File name too long"):
+        store.exists("error/" + "a" * 300 + ".csv")
+
+
 @pytest.mark.parametrize(
     "file_name",
     ["../../etc/passwd.csv", "/etc/cron.d/x.csv.gz", "a/../../../x.CSV.GZ", "..", "C:\\x.csv"],

@@ -95,10 +95,11 @@ class LocalFolderStore:
         return sorted(found, key=lambda info: info.key)
 
     def exists(self, key: str) -> bool:
-        try:
-            return not stat.S_ISDIR(self._path(key).lstat().st_mode)
-        except (FileNotFoundError, NotADirectoryError):
-            return False
+        with self._errors("read", key):  # a name too long, say: one line, not a traceback
+            try:
+                return not stat.S_ISDIR(self._path(key).lstat().st_mode)
+            except (FileNotFoundError, NotADirectoryError):
+                return False
 
     def size(self, key: str) -> int | None:
         path = self._path(key)
