@@ -10,8 +10,10 @@ from decimal import Decimal
 import pytest
 from conftest import HEADER, Env, csv_text
 from helpers import customer_mart, keys, ledger, object_bytes
+from hypothesis import given
+from hypothesis import strategies as st
 
-from retail_etl.run.keys import rejected_key
+from retail_etl.run.keys import rejected_key, rejected_keys
 
 GOOD = "1,1,Whole Milk 1L,2024-03-05,2,1.19,2,2.38"
 
@@ -123,6 +125,45 @@ def test_a_rejected_rows_name_past_a_file_names_255_bytes_is_shortened() -> None
     assert rejected_key("err/", 7, name) == key != rejected_key("err/", 7, "d/b" + name[3:])
 
 
+def test_rejected_rows_keys_of_names_that_clash() -> None:
+    names = {1: "x.csv", 2: "x.csv.gz", 3: "y.csv.gz", 4: "y.csv/a.csv", 5: "z.csv.gz"}
+    names |= {6: "w.csv", 7: "w.csv.gz", 8: "w.csv.gz.csv", 9: "v.CSV.GZ"}
+    keys = rejected_keys("err/", 7, names)
+    assert keys == {
+        1: "err/rejected/7/x.csv",
+        2: "err/rejected/7/x.csv.gz.csv",  # beside x.csv
+        3: "err/rejected/7/y.csv.gz.csv",  # beside the folder y.csv/
+        4: "err/rejected/7/y.csv/a.csv",
+        5: "err/rejected/7/z.csv",
+        6: "err/rejected/7/w.csv",
+        7: "err/rejected/7-7/w.csv",  # w.csv and w.csv.gz.csv both taken: a folder of its own
+        8: "err/rejected/7/w.csv.gz.csv",
+        9: "err/rejected/7/v.CSV",
+    }
+
+
+_NAME_PARTS = st.sampled_from(["x", "x.csv", "x.csv.gz", "x.csv.gz.csv", "y.CSV.gz", "x.txt"])
+
+
+@given(st.lists(st.lists(_NAME_PARTS, min_size=1, max_size=3).map("/".join), unique=True))
+def test_rejected_rows_keys_are_distinct_and_a_folder_of_another_only_where_landing_was(
+    names: list[str],
+) -> None:
+    """Distinct keys, and a key that is a folder of another's only between two names landing
+    held that way (both kept as they landed), so that any store holding landing holds them."""
+    keys = rejected_keys("err/", 3, dict(enumerate(names)))
+    assert keys == rejected_keys("err/", 3, dict(enumerate(names)))  # a resumed run's too
+    assert len(set(keys.values())) == len(names)
+    as_landed = {i for i, name in enumerate(names) if keys[i] == f"err/rejected/3/{name}"}
+    for i, key in keys.items():
+        for j, other in keys.items():
+            if other.startswith(key + "/"):
+                assert {i, j} <= as_landed, (names[i], names[j])
+    for i, name in enumerate(names):  # a .csv keeps the name it landed with
+        if name.lower().endswith(".csv"):
+            assert i in as_landed
+
+
 def test_rejected_rows_of_a_gzip_file_go_to_a_csv_of_its_name(embedded: Env, tmp_path) -> None:
     embedded.land("2024-03-05/Store 1.CSV.GZ", gzip.compress(csv_text(GOOD, "x,1").encode()))
     summary = embedded.run()
@@ -133,9 +174,11 @@ def test_rejected_rows_of_a_gzip_file_go_to_a_csv_of_its_name(embedded: Env, tmp
 def test_a_gzip_files_rejected_rows_never_take_another_files_key(env: Env, tmp_path) -> None:
     """x.csv.gz's rejected rows go to x.csv, unless the same night brings x.csv itself or
     files in a folder x.csv/ (a folder bucket cannot hold a file and a folder of one name:
-    every night would fail writing the second): the .gz one then keeps its whole name."""
+    every night would fail writing the second): the .gz one then keeps its whole name, or,
+    when that is taken too, goes to a folder of its own; no file's rows take another's key."""
     rejected = with_value("quantity", "0")
-    for customer, name in enumerate(("x.csv/y.csv", "z.csv", "x.csv.gz", "z.csv.gz"), 1):
+    named = ("x.csv/y.csv", "z.csv", "x.csv.gz", "z.csv.gz", "w.csv", "w.csv.gz", "w.csv.gz.csv")
+    for customer, name in enumerate(named, 1):
         text = csv_text(GOOD.replace("1", str(customer), 1), rejected)  # not duplicates
         env.land(name, gzip.compress(text.encode()) if name.endswith(".gz") else text)
 
@@ -144,8 +187,13 @@ def test_a_gzip_files_rejected_rows_never_take_another_files_key(env: Env, tmp_p
     assert summary.outcome == "succeeded"
     assert {row["status"] for row in ledger(env)} == {"I"}
     prefix = f"{env.settings.storage.error_prefix}rejected/{summary.run_id}/"
-    written = keys(env, prefix)
-    assert written == [prefix + n for n in ("x.csv.gz.csv", "x.csv/y.csv", "z.csv", "z.csv.gz.csv")]
+    gz = {row["file_name"]: row["id"] for row in ledger(env)}["w.csv.gz"]
+    written = keys(env, f"{env.settings.storage.error_prefix}rejected/")
+    assert written == [
+        f"{prefix[:-1]}-{gz}/w.csv",  # w.csv and w.csv.gz.csv are both taken
+        *(prefix + n for n in ("w.csv", "w.csv.gz.csv", "x.csv.gz.csv", "x.csv/y.csv")),
+        *(prefix + n for n in ("z.csv", "z.csv.gz.csv")),
+    ]
     for key in written:
         lines = object_bytes(env, key, tmp_path).decode().splitlines()
         assert lines[1:] == [f"{rejected},quantity is not greater than 0"]

@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import delete, select
 
 from retail_etl.config import StorageSettings
 from retail_etl.engines import MANDATORY_COLUMNS, BatchFile, Manifest
-from retail_etl.run import ledger
-from retail_etl.run.keys import lake_key, rejected_key
+from retail_etl.run.keys import lake_key, rejected_keys
 from retail_etl.run.ledger import LedgerRow
 from retail_etl.run.triage import Triage
 from retail_etl.storage import ObjectStore
@@ -173,12 +172,16 @@ def write_rejected(
     malformed_by_file: dict[int, list[str]] = {}
     for row in manifest.malformed.to_pylist():
         malformed_by_file.setdefault(int(row["ledger_id"]), []).append(row["reject_reason"])
-    for item in batch:
+    rejecting = [
+        item
+        for item in batch
+        if manifest.rejected_parts.get(item.ledger_id) or item.ledger_id in malformed_by_file
+    ]
+    keys = _rejected_keys(warehouse, error_prefix, [rows[i.ledger_id] for i in rejecting])
+    for item in rejecting:
         parts = manifest.rejected_parts.get(item.ledger_id, ())
         malformed = malformed_by_file.get(item.ledger_id, [])
-        if not parts and not malformed:
-            continue
-        key = _rejected_key_of(warehouse, error_prefix, rows[item.ledger_id])
+        key = keys[item.ledger_id]
         if store.exists(key):
             continue  # written by an interrupted attempt of this same file: never overwrite
         local = work_dir / f"rejected-{item.ledger_id}.csv"
@@ -197,39 +200,17 @@ def write_rejected(
     return written, size
 
 
-def _rejected_key_of(warehouse: Warehouse, error_prefix: str, row: LedgerRow) -> str:
-    """rejected_key, unless `<name>.csv`, the key of this .csv.gz, is another file's: the run
-    that registered it also registered the .csv of the same name, or files in a folder of that
-    name (a folder bucket cannot hold a file and a folder both called `<name>.csv`, and every
-    run would fail writing the second). The .gz one then keeps its whole name."""
-    if row.file_name.lower().endswith(".csv.gz"):
-        plain = row.file_name[: -len(".gz")]
+def _rejected_keys(
+    warehouse: Warehouse, error_prefix: str, rows: Sequence[LedgerRow]
+) -> dict[int, str]:
+    """rejected_keys of these rows, from every name their registering runs registered."""
+    t = product_staging_table
+    keys: dict[int, str] = {}
+    for run_id in sorted({row.run_id for row in rows}):
         with warehouse.begin() as conn:
-            if _registered(conn, row.run_id, plain) or _registered_below(
-                conn, row.run_id, plain + "/"
-            ):
-                return rejected_key(error_prefix, row.run_id, row.file_name + ".csv")
-    return rejected_key(error_prefix, row.run_id, row.file_name)
-
-
-def _registered(conn: Connection, run_id: int, file_name: str) -> bool:
-    t = product_staging_table
-    return (
-        conn.execute(
-            select(t.c.id).where(
-                t.c.run_id == run_id,
-                t.c.name_hash == ledger.name_hash(file_name),
-                t.c.file_name == file_name,
-            )
-        ).first()
-        is not None
-    )
-
-
-def _registered_below(conn: Connection, run_id: int, folder: str) -> bool:
-    t = product_staging_table
-    below = t.c.file_name.startswith(folder, autoescape=True)  # % and _ in names are literal
-    return conn.execute(select(t.c.id).where(t.c.run_id == run_id, below)).first() is not None
+            names = conn.execute(select(t.c.id, t.c.file_name).where(t.c.run_id == run_id))
+            keys |= rejected_keys(error_prefix, run_id, {i: name for i, name in names})
+    return keys
 
 
 def _original_values(item: BatchFile, row: dict[str, Any]) -> list[str | None]:
