@@ -185,6 +185,36 @@ def test_snapshots_hold_each_months_mart_rows_read_a_few_at_a_time(
     assert row_groups > 2
 
 
+def test_a_months_snapshot_is_the_marts_after_a_batch_committed_in_parts(
+    env: Env, tmp_path: Path
+) -> None:
+    """A file that would overflow a stored total is set aside and the rest of the batch is
+    committed in parts: the month's snapshot holds every part, as the marts do."""
+    raised = env.with_settings(rules={"max_amount": "9999999999999999.99"})
+    env.land(
+        "weeks-ago.csv", csv_text("2,1,Gold,2024-03-05,2,9999999999999999.00,1,9999999999999999.00")
+    )
+    assert raised.run().outcome == "succeeded"
+    env.land("a.csv", csv_text("1,1,Tea,2024-03-06,3,10.00,1,10.00"))
+    env.land("b-overflows.csv", csv_text("2,1,Tea,2024-03-06,2,1.00,1,1.00"))
+    env.land("c.csv", csv_text("3,1,Tea,2024-03-07,3,20.00,1,20.00"))
+
+    summary = raised.run()
+
+    assert sorted((f.file_name, f.status) for f in summary.files) == [
+        ("a.csv", "I"),
+        ("b-overflows.csv", "E"),
+        ("c.csv", "I"),
+    ]
+    [key] = keys(env, env.settings.storage.lake_prefix + "customers_data_mart/")
+    snapshot = pq.read_table(io.BytesIO(object_bytes(env, key, tmp_path))).to_pylist()
+    assert all(row.pop("updated_at") for row in snapshot)
+    assert sorted(snapshot, key=lambda r: r["customer_id"]) == sorted(
+        customer_mart_rows(env), key=lambda r: r["customer_id"]
+    )
+    assert sorted(r["customer_id"] for r in snapshot) == [1, 2, 3]
+
+
 def test_money_reads_back_as_exact_decimals_on_sqlite(embedded: Env, tmp_path: Path) -> None:
     """SQLite stores DECIMAL as REAL (59481.00 as the integer 59481, 10.10 as 10.1): every
     output of the tool still reads two-place Decimals, never floats."""
