@@ -282,6 +282,41 @@ def test_a_page_the_server_cuts_is_read_again_in_smaller_pages(
         bulk.select_arrow(conn, select(*everything), t.c.customer_id)
 
 
+def test_pages_sized_by_the_first_pages_text_bring_every_row_once(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the first page the page size follows its bytes per row: larger pages for narrow
+    rows, smaller for wide ones. Keyed pages and OFFSET pages alike bring every row once."""
+    t = schema.customers_data_mart
+    n = 57
+    data = pa.table(
+        {
+            "customer_id": pa.array(range(1, n + 1), pa.int64()),
+            "full_name": pa.array(["Ünal Øster " * (1 + i % 5) for i in range(n)]),
+            "sales_date_month": pa.array([date(2024, 3, 1)] * n),
+            "total_sales": pa.array([Decimal(i) for i in range(n)], pa.decimal128(18, 2)),
+            "total_cents": pa.array(range(n), pa.int64()),
+            "sales_rows": pa.array(range(n), pa.int64()),
+            "updated_at": pa.array([datetime(2024, 3, 31)] * n, pa.timestamp("s")),
+        }
+    )
+    with warehouse.begin() as conn:
+        bulk.load(conn, t, data)
+    columns = [t.c[name] for name in data.column_names]
+    expected = data.to_pylist()
+    for first_page, text_bytes in ((2, 2_000), (20, 300), (3, 1)):
+        monkeypatch.setattr(bulk, "PAGE_ROWS", first_page)
+        monkeypatch.setattr(bulk, "PAGE_TEXT_BYTES", text_bytes)
+        with warehouse.begin() as conn:
+            keyed = list(bulk.select_arrow_batches(conn, select(*columns), 10, t.c.customer_id))
+            ordered = bulk.select_arrow(conn, select(*columns).order_by(t.c.customer_id))
+        assert pa.concat_tables(keyed).sort_by("customer_id").to_pylist() == expected
+        assert ordered.sort_by("customer_id").to_pylist() == expected
+        assert max(page.num_rows for page in keyed) <= 10
+        if text_bytes == 2_000:  # the pages grew after the first
+            assert max(page.num_rows for page in keyed) > first_page
+
+
 def test_an_unreachable_server_is_one_clear_line_after_bounded_retries() -> None:
     port = closed_port()
     warehouse = Warehouse(
