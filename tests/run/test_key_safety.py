@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from retail_etl.errors import StorageError
 from retail_etl.run.fetch import local_name
 from retail_etl.run.ledger import LedgerRow
 from retail_etl.storage import safe_key
-from retail_etl.storage.local import LocalFolderStore
+from retail_etl.storage.local import LocalFolderStore, _temporaries_of
 from retail_etl.warehouse.schema import customer, product_staging_table
 
 
@@ -62,6 +64,25 @@ def test_a_name_the_folders_file_system_refuses_is_a_storage_error(tmp_path: Pat
     store.put_bytes("error/a.csv", b"x")
     with pytest.raises(StorageError, match="cannot read .* File name too long"):
         store.exists("error/" + "a" * 300 + ".csv")
+
+
+def test_a_landed_file_named_like_the_folder_stores_temporaries_is_loaded(embedded: Env) -> None:
+    """The folder store hides only its own temporaries (its prefix, a digest, mkstemp's
+    suffix): a file someone names .retail-etl-tmp-*.csv is loaded, not silently skipped."""
+    embedded.land(".retail-etl-tmp-notes.csv", csv_text(row(1)))
+    embedded.land(".retail-etl-tmp-0123456789abcdef.csv", csv_text(row(2)))
+    store = embedded.store
+    assert isinstance(store, LocalFolderStore)
+    store.put_bytes("elsewhere/x.csv", b"x")  # leaves nothing behind, so list it mid-write:
+    partial = store._path("elsewhere/y.csv")
+    handle, temporary = tempfile.mkstemp(prefix=_temporaries_of(partial), dir=partial.parent)
+    os.close(handle)
+
+    summary = embedded.run()
+
+    assert summary.outcome == "succeeded" and summary.files_processed == 2
+    assert [info.key for info in store.list("elsewhere/")] == ["elsewhere/x.csv"]
+    assert Path(temporary).exists()
 
 
 @pytest.mark.parametrize(

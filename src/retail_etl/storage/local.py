@@ -7,6 +7,7 @@ import filecmp
 import glob
 import hashlib
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -23,6 +24,9 @@ from retail_etl.storage.base import ObjectInfo, safe_key
 # destination's name, so that the next write or delete of the same key removes what a killed
 # writer left behind (the pipeline rewrites or deletes every key an interrupted run wrote).
 _TMP_PREFIX = ".retail-etl-tmp-"
+# what listings skip: _temporaries_of's name and mkstemp's 8 random characters, no more, so
+# that a file someone names .retail-etl-tmp-*.csv is found (and loaded or set aside) as any other
+_TEMPORARY = re.compile(re.escape(_TMP_PREFIX) + r"[0-9a-f]{16}\.[a-z0-9_]{8}")
 
 
 # Errors of the side that writes a download (the work folder), not of the bucket.
@@ -88,7 +92,7 @@ class LocalFolderStore:
                 # odd one is then set aside by the run rather than silently skipped.
                 links = [name for name in dirs if os.path.islink(os.path.join(dirpath, name))]
                 for name in files + links:
-                    if name.startswith(_TMP_PREFIX):
+                    if _TEMPORARY.fullmatch(name):
                         continue
                     path = Path(dirpath) / name
                     found.append(ObjectInfo(self._key(path), path.lstat().st_size))
