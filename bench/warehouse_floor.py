@@ -10,6 +10,10 @@ SQLite's INSERT ... ON CONFLICT DO UPDATE, MySQL's LOAD DATA ... REPLACE): what 
 the month must at least write when every customer bought again (the bench's day 30), so that
 the update's extra cost over the first day's inserts is measured apart.
 
+Last, the month read back through the tool's own reads: its spends (customer id and cents,
+what the coupons read inside the commit) and its whole rows (what a snapshot reads, by
+SNAPSHOT_READERS connections on MySQL).
+
 Usage: python bench/warehouse_floor.py BENCH_WORKDIR [WAREHOUSE_URL]   (a `retail-etl bench`
 --workdir whose csv/ holds the day; default a fresh SQLite file; a mysql+pymysql:// URL names
 an empty database the script may fill). Prints one JSON object.
@@ -32,6 +36,7 @@ from sqlalchemy import func, select
 from retail_etl.config import Settings
 from retail_etl.engines import duckdb_engine
 from retail_etl.marts.coupons import STORED_COLUMNS, coupon_codes
+from retail_etl.marts.snapshots import SNAPSHOT_BATCH_ROWS, SNAPSHOT_READERS
 from retail_etl.tools.bench import FLOOR_SQL
 from retail_etl.warehouse import Warehouse, bulk
 from retail_etl.warehouse.schema import customer_coupons, customers_data_mart
@@ -116,6 +121,24 @@ def main() -> None:
             mart_update = _timed(lambda: bulk.upsert(conn, customers_data_mart, mart_later))
         with warehouse.begin() as conn:
             coupon_update = _timed(lambda: bulk.upsert(conn, customer_coupons, coupons_later))
+        month = customers_data_mart.c.sales_date_month == date(2024, 3, 1)
+        spends = select(customers_data_mart.c.customer_id, customers_data_mart.c.total_cents)
+        with warehouse.begin() as conn:
+            spends_read = _timed(
+                lambda: bulk.select_arrow(
+                    conn, spends.where(month), key=customers_data_mart.c.customer_id
+                )
+            )
+        snapshot_read = _timed(
+            lambda: list(
+                warehouse.read_batches(
+                    select(customers_data_mart).where(month),
+                    SNAPSHOT_BATCH_ROWS,
+                    customers_data_mart.c.customer_id,
+                    SNAPSHOT_READERS,
+                )
+            )
+        )
         with warehouse.begin() as conn:  # every row was replaced, none added
             updated = [
                 conn.execute(
@@ -141,6 +164,8 @@ def main() -> None:
                 "coupon_rows_update_s": round(coupon_update, 2),
                 # what a later day of the month costs the warehouse beyond the first day
                 "update_over_insert_s": round(mart_update + coupon_update - mart - coupon_rows, 2),
+                "month_spends_read_s": round(spends_read, 2),
+                "month_rows_read_s": round(snapshot_read, 2),
             }
         )
     )
