@@ -3,6 +3,7 @@ self-contained, money formatted, everything from data escaped."""
 
 from __future__ import annotations
 
+import gzip
 import re
 from datetime import date, timedelta
 from decimal import Decimal
@@ -125,6 +126,28 @@ def test_daily_files_and_reject_reasons(loaded: Env) -> None:
         "2024-03-04/c.csv",
         "2024-03-05/broken.csv",
     }
+
+
+def test_reject_reasons_of_uncounted_files_are_read_where_their_run_put_them(env: Env) -> None:
+    """x.csv.gz beside x.csv: the .gz's rejected rows went to x.csv.gz.csv, not to the
+    x.csv its name alone would give; the report finds both files' reasons there."""
+    good = "2,1,Tea,2024-03-05,1,1.00,1,1.00"
+    env.land("2024-03-05/x.csv", csv_text(good, "1,1,Tea,2024-03-05,1,1.00,0,0.00"))
+    env.land(
+        "2024-03-05/x.csv.gz",
+        gzip.compress(csv_text(good, "999999,1,Tea,2024-03-05,1,1.00,1,1.00").encode()),
+    )
+    assert env.run().files_processed == 2
+    with env.warehouse.begin() as conn:
+        conn.execute(delete(rule_count))
+
+    r = daily(env)
+
+    assert r.reasons_missing == []
+    assert sorted(r.reasons) == [
+        ("customer_id not in customer", 1),
+        ("quantity is not greater than 0", 1),
+    ]
 
 
 def test_reject_reasons_are_split_and_malformed_lines_grouped() -> None:

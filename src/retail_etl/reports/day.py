@@ -31,7 +31,8 @@ from sqlalchemy import Connection, or_, select
 from retail_etl import local_duckdb
 from retail_etl.config import Settings
 from retail_etl.errors import StorageError
-from retail_etl.run.keys import rejected_key
+from retail_etl.run import ledger
+from retail_etl.run.keys import rejected_keys
 from retail_etl.storage import ObjectStore
 from retail_etl.warehouse import Warehouse
 from retail_etl.warehouse.schema import (
@@ -328,11 +329,14 @@ def _reasons(
     ):
         counts[rule] += int(n)
         counted.add(ledger_id)
+    uncounted = [f for f in report.files if f.rows_rejected > 0 and f.id not in counted]
+    error_prefix = settings.storage.error_prefix
+    keys: dict[int, str] = {}
+    for run_id in sorted({f.run_id for f in uncounted}):
+        keys |= rejected_keys(error_prefix, run_id, ledger.registered_names(conn, run_id))
     with tempfile.TemporaryDirectory(prefix="retail-etl-report-") as tmp:
-        for f in report.files:
-            if f.rows_rejected <= 0 or f.id in counted:
-                continue
-            key = rejected_key(settings.storage.error_prefix, f.run_id, f.file_name)
+        for f in uncounted:
+            key = keys[f.id]
             local = Path(tmp) / f"rejected-{f.id}.csv"
             if not objects.exists(key):
                 report.reasons_missing.append(key)

@@ -285,3 +285,9 @@ def affected_months(conn: Connection, ids: list[int]) -> set[str]:
         for (value,) in conn.execute(select(t.c.affected_months).where(t.c.id.in_(ids))):
             months.update(m for m in (value or "").split(",") if m)
     return months
+
+
+def registered_names(conn: Connection, run_id: int) -> dict[int, str]:
+    """Every file the run registered: ledger id -> its name below landing."""
+    rows = conn.execute(select(t.c.id, t.c.file_name).where(t.c.run_id == run_id))
+    return {ledger_id: name for ledger_id, name in rows}

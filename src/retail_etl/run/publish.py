@@ -24,12 +24,13 @@ from sqlalchemy import delete, select
 
 from retail_etl.config import StorageSettings
 from retail_etl.engines import MANDATORY_COLUMNS, BatchFile, Manifest
+from retail_etl.run import ledger
 from retail_etl.run.keys import lake_key, rejected_keys
 from retail_etl.run.ledger import LedgerRow
 from retail_etl.run.triage import Triage
 from retail_etl.storage import ObjectStore
 from retail_etl.warehouse import Warehouse, bulk
-from retail_etl.warehouse.schema import lake_object, product_staging_table
+from retail_etl.warehouse.schema import lake_object
 
 log = logging.getLogger("retail_etl.run")
 
@@ -204,12 +205,10 @@ def _rejected_keys(
     warehouse: Warehouse, error_prefix: str, rows: Sequence[LedgerRow]
 ) -> dict[int, str]:
     """rejected_keys of these rows, from every name their registering runs registered."""
-    t = product_staging_table
     keys: dict[int, str] = {}
     for run_id in sorted({row.run_id for row in rows}):
         with warehouse.begin() as conn:
-            names = conn.execute(select(t.c.id, t.c.file_name).where(t.c.run_id == run_id))
-            keys |= rejected_keys(error_prefix, run_id, {i: name for i, name in names})
+            keys |= rejected_keys(error_prefix, run_id, ledger.registered_names(conn, run_id))
     return keys
 
 
