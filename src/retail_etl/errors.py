@@ -23,6 +23,10 @@ class StorageError(RetailEtlError):
     exit_code = 3
 
 
+class ObjectMissingError(StorageError):
+    """A move's source is gone and nothing is at its destination: someone removed the object."""
+
+
 class ObjectConflictError(StorageError):
     """A move would overwrite a different object at its destination: that object's problem
     (someone wrote there by hand), not the store's."""

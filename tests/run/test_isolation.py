@@ -253,6 +253,58 @@ def test_an_archive_move_refused_for_one_file_holds_up_only_that_file(env: Env) 
     assert customer_mart(env) == both  # moved, not counted again
 
 
+def test_a_file_removed_from_landing_after_its_commit_finishes_and_later_nights_run(
+    env: Env,
+) -> None:
+    """Its rows are committed, so it finishes (there is nothing left to archive) instead of
+    staying pending and failing every later night that moves nothing else."""
+    key = env.land("a.csv", good(1))
+
+    summary = env.run(
+        checkpoint=lambda stage: env.store.delete(key) if stage == "marts_committed" else None
+    )
+
+    assert summary.outcome == "succeeded"
+    [done] = summary.files
+    assert done.status == "I" and "removed from landing after it was read" in (done.message or "")
+    assert by_name(env)["a.csv"]["status"] == "I"
+    assert keys(env, env.settings.storage.archive_prefix) == []
+    assert env.run().outcome == "succeeded"  # a night with nothing new
+    assert_good_loaded_and_next_night_runs(env, {(1, "2024-03-01"): Decimal("10.00")})
+
+
+def test_a_file_replaced_in_landing_after_its_commit_is_loaded_next_night_as_a_correction(
+    env: Env,
+) -> None:
+    """The run committed what it read; the replacement is not archived as if it had been
+    loaded: it stays in landing, and the next night takes it as the file's new version."""
+    key = env.land("a.csv", good(1))
+    resent = good(1, "25.00") + good(3).split("\n", 1)[1]  # another sale more: another size
+
+    def resend(stage: str) -> None:
+        if stage == "marts_committed":
+            env.store.put_bytes(key, resent.encode())
+
+    summary = env.run(checkpoint=resend)
+
+    assert summary.outcome == "succeeded"
+    [done] = summary.files
+    assert done.status == "I" and "replaced after it was read" in (done.message or "")
+    assert customer_mart(env) == {(1, "2024-03-01"): Decimal("10.00")}
+    assert keys(env, env.landing) == [key]
+
+    night = env.run()
+
+    assert night.outcome == "succeeded" and night.files_corrected == 1
+    assert customer_mart(env) == {
+        (1, "2024-03-01"): Decimal("25.00"),
+        (3, "2024-03-01"): Decimal("10.00"),
+    }
+    assert keys(env, env.landing) == []
+    archived = keys(env, env.settings.storage.archive_prefix)
+    assert archived == [f"{env.settings.storage.archive_prefix}run-2/a.csv"]
+
+
 def test_files_that_only_together_overflow_a_mart_row_cost_only_the_ones_beyond(env: Env) -> None:
     """Ten files, each alone storable, for one customer and month: their sum is beyond what
     any integer of cents holds, let alone DECIMAL(18, 2). One loads; the nine that would push

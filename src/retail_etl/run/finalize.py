@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, or_, select
 
 from retail_etl.config import StorageSettings
-from retail_etl.errors import ObjectConflictError, StorageError
+from retail_etl.errors import ObjectConflictError, ObjectMissingError, StorageError
 from retail_etl.marts.snapshots import write_snapshots
 from retail_etl.run import ledger
 from retail_etl.run.ledger import LedgerRow
@@ -34,7 +34,8 @@ class Finalized:
 
 @dataclass(frozen=True)
 class Moved:
-    stuck: Mapping[int, str]  # ledger id -> why its move is left to a later run
+    # ledger id -> why its move is left to a later run, or why its object was not moved
+    notes: Mapping[int, str]
     bytes: int  # of the objects moved
     seconds: float  # from the first move's start to the last one's end
 
@@ -91,26 +92,43 @@ def move_objects(
     would overwrite a different object someone put at its destination) leaves that row
     pending: the next run tries the move again, and the other files are not held up. When
     moves to a prefix fail and none succeeds, the store is the problem: the run stops
-    (StorageError). Returns the problems of the rows left pending, and what moved."""
+    (StorageError).
+
+    An object someone removed from landing, or replaced by one of another size, after the
+    run read it is not moved, and its row finishes all the same (its outcome is committed):
+    a replacement stays in landing, where the next run takes it as a new version of the file.
+    Returns a note for each of those rows and for the rows left pending, and what moved."""
     todo = [row for row in rows if row.pending_status is not None]
     started = ended = time.perf_counter()
 
-    def move(row: LedgerRow) -> tuple[StorageError | None, float]:
-        """What the move raised, and when it ended."""
+    def move(row: LedgerRow) -> tuple[StorageError | None, str | None, float]:
+        """What the move raised, why the object was not moved, and when it ended."""
         if row.dest_key:
+            source = landing_prefix + row.landing_name
             try:
-                store.move(landing_prefix + row.landing_name, row.dest_key)
+                size = store.size(source)
+                if None not in (size, row.size) and size != row.size:
+                    return (
+                        None,
+                        f"not archived: its object in landing was replaced after it was read "
+                        f"({size} bytes, {row.size} read); the next run takes the new one",
+                        time.perf_counter(),
+                    )
+                store.move(source, row.dest_key)
+            except ObjectMissingError:
+                note = "not archived: its object was removed from landing after it was read"
+                return None, note, time.perf_counter()
             except StorageError as exc:
-                return exc, time.perf_counter()
-        return None, time.perf_counter()
+                return exc, None, time.perf_counter()
+        return None, None, time.perf_counter()
 
-    stuck: dict[int, str] = {}
+    notes: dict[int, str] = {}
     failures: dict[str, list[StorageError]] = {}  # per destination, before any move there
     moved: set[str] = set()  # destinations (archive, error) some move reached
     moved_bytes = 0
     ready = False
     with ThreadPoolExecutor(concurrency, thread_name_prefix="move") as pool:
-        for row, (error, end) in zip(todo, pool.map(move, todo), strict=True):
+        for row, (error, not_moved, end) in zip(todo, pool.map(move, todo), strict=True):
             where = "error" if row.pending_status == ledger.QUARANTINED else "archive"
             if error is not None:
                 if where not in moved and not isinstance(error, ObjectConflictError):
@@ -118,10 +136,13 @@ def move_objects(
                     failed.append(error)
                     if len(failed) >= OUTAGE_AFTER:
                         raise failed[0] from error
-                stuck[row.id] = f"its move to {row.dest_key} failed, retried next run: {error}"
+                notes[row.id] = f"its move to {row.dest_key} failed, retried next run: {error}"
                 log.error("archive move failed", extra={"file": row.file_name, "error": str(error)})
                 continue
-            if row.dest_key:
+            if not_moved is not None:
+                notes[row.id] = not_moved
+                log.warning("object not archived", extra={"file": row.file_name, "why": not_moved})
+            elif row.dest_key:
                 moved.add(where)
                 moved_bytes += row.size or 0
                 ended = max(ended, end)
@@ -137,7 +158,7 @@ def move_objects(
     for where, failed in failures.items():
         if where not in moved:
             raise failed[0]
-    return Moved(stuck, moved_bytes, ended - started)
+    return Moved(notes, moved_bytes, ended - started)
 
 
 def remove_superseded_lake_objects(store: ObjectStore, warehouse: Warehouse) -> int:

@@ -202,7 +202,7 @@ def _stages(
             *(outcome for aside in set_aside for outcome in aside.outcomes),
             *committed.outcomes,
         ],
-        finalized.moved.stuck,
+        finalized.moved.notes,
         seen=len(found.new),
         resumed=len(found.resumed),
         corrected=sum(1 for row in committed.committed if row.id in triaged.corrections),

@@ -44,7 +44,7 @@ class ObjectStore(Protocol):
         """Server-side move that never overwrites a different object at dest_key.
 
         Idempotent: when the source is gone and the destination exists (a move that was
-        interrupted after the copy), it succeeds.
+        interrupted after the copy), it succeeds; when both are gone, ObjectMissingError.
         """
         ...
 

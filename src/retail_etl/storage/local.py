@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from retail_etl.errors import ObjectConflictError, StorageError
+from retail_etl.errors import ObjectConflictError, ObjectMissingError, StorageError
 from retail_etl.storage.base import ObjectInfo, safe_key
 
 # Objects being written are staged beside their destination under this name prefix,
@@ -175,7 +175,7 @@ class LocalFolderStore:
             src.unlink()
             return
         if not os.path.lexists(src):
-            raise StorageError(f"object not found: {src_key}")
+            raise ObjectMissingError(f"object not found: {src_key}")
         dest.parent.mkdir(parents=True, exist_ok=True)
         # A hard link publishes the destination without a window where it is partial; a
         # symbolic link is moved as the link itself.

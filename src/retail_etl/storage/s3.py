@@ -45,7 +45,12 @@ from s3transfer.exceptions import (
 from s3transfer.manager import TransferManager
 
 from retail_etl.config import StorageSettings
-from retail_etl.errors import ConfigError, ObjectConflictError, StorageError
+from retail_etl.errors import (
+    ConfigError,
+    ObjectConflictError,
+    ObjectMissingError,
+    StorageError,
+)
 from retail_etl.redact import redact
 from retail_etl.storage.base import ObjectInfo
 
@@ -184,7 +189,7 @@ class S3Store:
             self.delete(src_key)
             return
         if source is None:
-            raise StorageError(f"object not found: {self._where(src_key)}")
+            raise ObjectMissingError(f"object not found: {self._where(src_key)}")
         copied_etag = self._copy(src_key, source, dest_key)
         self._verify_copy(src_key, source, dest_key, copied_etag)
         self.delete(src_key)
