@@ -226,7 +226,9 @@ def select_arrow(conn: Connection, statement: Select[Any], key: Any = None) -> p
         whole = _sqlite_text(conn, statement, selected)
         if whole is not None:
             return whole
-    pages = list(select_arrow_batches(conn, statement, SELECT_PAGE_ROWS, key))
+    # SQLite's pages are rows as Python tuples: kept small
+    size = PAGE_ROWS if conn.dialect.name == "sqlite" else SELECT_PAGE_ROWS
+    pages = list(select_arrow_batches(conn, statement, size, key))
     return pa.concat_tables(pages) if pages else _arrow_of(selected, [])
 
 
