@@ -10,6 +10,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from conftest import Env, csv_text
 from helpers import customer_mart, keys, ledger
 from sqlalchemy import Table, select
@@ -273,13 +274,15 @@ def test_a_file_removed_from_landing_after_its_commit_finishes_and_later_nights_
     assert_good_loaded_and_next_night_runs(env, {(1, "2024-03-01"): Decimal("10.00")})
 
 
+@pytest.mark.parametrize("same_size", [True, False], ids=["same-size", "another-size"])
 def test_a_file_replaced_in_landing_after_its_commit_is_loaded_next_night_as_a_correction(
-    env: Env,
+    env: Env, same_size: bool
 ) -> None:
     """The run committed what it read; the replacement is not archived as if it had been
     loaded: it stays in landing, and the next night takes it as the file's new version."""
     key = env.land("a.csv", good(1))
-    resent = good(1, "25.00") + good(3).split("\n", 1)[1]  # another sale more: another size
+    resent = good(1, "20.00") if same_size else good(1, "25.00") + good(3).split("\n", 1)[1]
+    assert (len(resent) == len(good(1))) == same_size
 
     def resend(stage: str) -> None:
         if stage == "marts_committed":
@@ -296,10 +299,10 @@ def test_a_file_replaced_in_landing_after_its_commit_is_loaded_next_night_as_a_c
     night = env.run()
 
     assert night.outcome == "succeeded" and night.files_corrected == 1
-    assert customer_mart(env) == {
-        (1, "2024-03-01"): Decimal("25.00"),
-        (3, "2024-03-01"): Decimal("10.00"),
-    }
+    expected = {(1, "2024-03-01"): Decimal("20.00" if same_size else "25.00")}
+    if not same_size:
+        expected[(3, "2024-03-01")] = Decimal("10.00")
+    assert customer_mart(env) == expected
     assert keys(env, env.landing) == []
     archived = keys(env, env.settings.storage.archive_prefix)
     assert archived == [f"{env.settings.storage.archive_prefix}run-2/a.csv"]

@@ -24,6 +24,7 @@ class FetchedFile:
     local_path: Path | None  # None: the object vanished from landing, or cannot be read
     check: FileCheck | None
     problem: str | None = None  # why an object still in landing cannot be read
+    version: str | None = None  # ObjectStore.version of the object downloaded
 
     @property
     def batch_file(self) -> BatchFile | None:
@@ -92,7 +93,8 @@ def _download(
     advance: Callable[[int], None],
 ) -> FetchedFile:
     key = landing_prefix + row.file_name
-    if not store.exists(key):
+    version = store.version(key)
+    if version is None:
         advance(0)
         return FetchedFile(row, None, None)
     dest = folder / local_name(row)
@@ -102,11 +104,11 @@ def _download(
     except StorageError as exc:
         # The store answers for this object (it exists) but will not give its bytes
         # (permissions, a link, an archived storage class): the object's problem, not the
-        # store's. When the store itself is down, exists() raises and the run stops.
+        # store's. When the store itself is down, version() raises and the run stops.
         advance(0)
         if not store.exists(key):
             return FetchedFile(row, None, None)
         return FetchedFile(row, None, None, f"cannot be downloaded: {exc}")
     check = inspect_file(dest, row.file_name)
     advance(check.size)
-    return FetchedFile(row, dest, check)
+    return FetchedFile(row, dest, check, version=version)

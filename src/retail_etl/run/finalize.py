@@ -47,10 +47,12 @@ def finalize(
     months: Iterable[str],
     storage: StorageSettings,
     checkpoint: Callable[[str], None] = lambda _s: None,
+    read_versions: Mapping[int, str] | None = None,
 ) -> Finalized:
     """The snapshots are written while the objects move (both wait on the store, not on each
     other); no file is finished before they are written: a run that dies before that leaves
-    its files pending, and the next run rewrites their months' snapshots."""
+    its files pending, and the next run rewrites their months' snapshots. read_versions: as
+    for move_objects."""
     # the months of files committed by an earlier run that died before its snapshots
     with warehouse.begin() as conn:
         committed = [row.id for row in pending if row.pending_status == ledger.DONE]
@@ -70,6 +72,7 @@ def finalize(
             checkpoint,
             storage.max_concurrency,
             before_finish=snapshots_written,
+            read_versions=read_versions,
         )
     removed = remove_superseded_lake_objects(store, warehouse)
     return Finalized(snapshots.result(), moved, removed)
@@ -83,6 +86,7 @@ def move_objects(
     checkpoint: Callable[[str], None] = lambda _s: None,
     concurrency: int = 1,
     before_finish: Callable[[], None] = lambda: None,
+    read_versions: Mapping[int, str] | None = None,
 ) -> Moved:
     """Carry out the committed outcome of each row: move (up to `concurrency` at once), then
     flip A -> pending status, in the rows' order; before_finish is called once, before the
@@ -94,26 +98,34 @@ def move_objects(
     moves to a prefix fail and none succeeds, the store is the problem: the run stops
     (StorageError).
 
-    An object someone removed from landing, or replaced by one of another size, after the
-    run read it is not moved, and its row finishes all the same (its outcome is committed):
-    a replacement stays in landing, where the next run takes it as a new version of the file.
-    Returns a note for each of those rows and for the rows left pending, and what moved."""
+    An object someone removed from landing or replaced after the run read it is not moved,
+    and its row finishes all the same (its outcome is committed): a replacement stays in
+    landing, where the next run takes it as a new version of the file. read_versions: ledger
+    id -> ObjectStore.version of the object this run read; a file an earlier run read counts
+    as replaced when its size changed. Returns a note for each of those rows and for the
+    rows left pending, and what moved."""
     todo = [row for row in rows if row.pending_status is not None]
     started = ended = time.perf_counter()
+    read_versions = read_versions or {}
+
+    def replaced(row: LedgerRow, source: str) -> bool:
+        read = read_versions.get(row.id)
+        if read is not None:
+            return store.version(source) not in (None, read)
+        size = store.size(source)
+        return None not in (size, row.size) and size != row.size
 
     def move(row: LedgerRow) -> tuple[StorageError | None, str | None, float]:
         """What the move raised, why the object was not moved, and when it ended."""
         if row.dest_key:
             source = landing_prefix + row.landing_name
             try:
-                size = store.size(source)
-                if None not in (size, row.size) and size != row.size:
-                    return (
-                        None,
-                        f"not archived: its object in landing was replaced after it was read "
-                        f"({size} bytes, {row.size} read); the next run takes the new one",
-                        time.perf_counter(),
+                if replaced(row, source):
+                    note = (
+                        "not archived: its object in landing was replaced after it was read; "
+                        "the next run takes the new one"
                     )
+                    return None, note, time.perf_counter()
                 store.move(source, row.dest_key)
             except ObjectMissingError:
                 note = "not archived: its object was removed from landing after it was read"

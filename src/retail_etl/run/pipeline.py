@@ -190,7 +190,10 @@ def _stages(
     with timed("finalize"):
         pending = [*found.pending, *triaged.settled, *committed.committed]
         pending += [row for aside in set_aside for row in aside.settled]
-        finalized = finalize(store, warehouse, pending, committed.months, storage, checkpoint)
+        read_versions = {f.row.id: f.version for f in fetched.files if f.version is not None}
+        finalized = finalize(
+            store, warehouse, pending, committed.months, storage, checkpoint, read_versions
+        )
     shutil.rmtree(work_dir, ignore_errors=True)
     checkpoint("finished")
     return summarize(

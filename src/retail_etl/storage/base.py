@@ -32,6 +32,11 @@ class ObjectStore(Protocol):
         """The object's size, or None when it does not exist."""
         ...
 
+    def version(self, key: str) -> str | None:
+        """What tells this object apart from one put in its place later (None when it does
+        not exist): the same object gives the same text."""
+        ...
+
     def download(self, key: str, dest: Path) -> None: ...
 
     def upload(self, src: Path, key: str) -> None:

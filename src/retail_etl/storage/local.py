@@ -110,6 +110,18 @@ class LocalFolderStore:
         with self._errors("read", key):
             return path.lstat().st_size if self.exists(key) else None
 
+    def version(self, key: str) -> str | None:
+        """Inode, size and modification time: a write makes a new file (_atomic_write renames
+        one into place, and so do most tools) or a new time."""
+        with self._errors("read", key):
+            try:
+                found = self._path(key).lstat()
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+        if stat.S_ISDIR(found.st_mode):
+            return None
+        return f"{found.st_ino}:{found.st_size}:{found.st_mtime_ns}"
+
     def download(self, key: str, dest: Path) -> None:
         src = self._path(key)
         if not self.exists(key):

@@ -155,6 +155,11 @@ class S3Store:
         head = self._head(key)
         return None if head is None else int(head["ContentLength"])
 
+    def version(self, key: str) -> str | None:
+        """ETag and size: S3 gives every upload its own ETag unless the content is the same."""
+        head = self._head(key)
+        return None if head is None else f"{head['ETag']}:{head['ContentLength']}"
+
     def download(self, key: str, dest: Path) -> None:
         with self._errors("download", key):
             try:
