@@ -27,6 +27,10 @@ class ObjectMissingError(StorageError):
     """A move's source is gone and nothing is at its destination: someone removed the object."""
 
 
+class ObjectReplacedError(StorageError):
+    """A move's source is no longer the object the run read: someone put another in its place."""
+
+
 class ObjectConflictError(StorageError):
     """A move would overwrite a different object at its destination: that object's problem
     (someone wrote there by hand), not the store's."""

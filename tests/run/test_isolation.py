@@ -295,7 +295,56 @@ def test_a_file_replaced_in_landing_after_its_commit_is_loaded_next_night_as_a_c
     assert done.status == "I" and "replaced after it was read" in (done.message or "")
     assert customer_mart(env) == {(1, "2024-03-01"): Decimal("10.00")}
     assert keys(env, env.landing) == [key]
+    assert_the_replacement_loads_next_night_as_a_correction(env, same_size)
 
+
+class Died(Exception):
+    pass
+
+
+def test_a_file_replaced_after_a_run_died_before_archiving_it_is_loaded_as_a_correction(
+    env: Env,
+) -> None:
+    """The run that read it committed and died before its move; the file is replaced by one
+    of the same size before the next run, which has only the ledger's checksum to tell."""
+    key = env.land("a.csv", good(1))
+
+    def die(stage: str) -> None:
+        if stage == "marts_committed":
+            env.store.put_bytes(key, good(1, "20.00").encode())
+            raise Died(stage)
+
+    with pytest.raises(Died):
+        env.run(checkpoint=die)
+    resumed = env.run()
+
+    assert resumed.outcome == "succeeded" and resumed.files_resumed == 1
+    [done] = [row for row in ledger(env) if row["file_name"] == "a.csv"]
+    assert done["status"] == "I" and "replaced after it was read" in (done["message"] or "")
+    assert customer_mart(env) == {(1, "2024-03-01"): Decimal("10.00")}
+    assert keys(env, env.landing) == [key]
+    assert_the_replacement_loads_next_night_as_a_correction(env, same_size=True)
+
+
+def test_a_file_an_interrupted_run_read_is_archived_when_it_was_left_as_it_was(env: Env) -> None:
+    key = env.land("a.csv", good(1))
+
+    def die(stage: str) -> None:
+        if stage == "marts_committed":
+            raise Died(stage)
+
+    with pytest.raises(Died):
+        env.run(checkpoint=die)
+    resumed = env.run()
+
+    assert resumed.outcome == "succeeded" and resumed.files_resumed == 1
+    assert by_name(env)["a.csv"]["status"] == "I" and keys(env, env.landing) == []
+    assert keys(env, env.settings.storage.archive_prefix) != []
+    assert_good_loaded_and_next_night_runs(env, {(1, "2024-03-01"): Decimal("10.00")})
+    assert key not in keys(env, env.landing)
+
+
+def assert_the_replacement_loads_next_night_as_a_correction(env: Env, same_size: bool) -> None:
     night = env.run()
 
     assert night.outcome == "succeeded" and night.files_corrected == 1
@@ -305,7 +354,7 @@ def test_a_file_replaced_in_landing_after_its_commit_is_loaded_next_night_as_a_c
     assert customer_mart(env) == expected
     assert keys(env, env.landing) == []
     archived = keys(env, env.settings.storage.archive_prefix)
-    assert archived == [f"{env.settings.storage.archive_prefix}run-2/a.csv"]
+    assert archived == [f"{env.settings.storage.archive_prefix}run-{night.run_id}/a.csv"]
 
 
 def test_files_that_only_together_overflow_a_mart_row_cost_only_the_ones_beyond(env: Env) -> None:

@@ -13,7 +13,7 @@ import pytest
 from services import S3Server
 
 from retail_etl.config import StorageSettings
-from retail_etl.errors import ConfigError, StorageError
+from retail_etl.errors import ConfigError, ObjectReplacedError, StorageError
 from retail_etl.storage import open_store
 from retail_etl.storage.s3 import S3Store
 
@@ -202,6 +202,26 @@ def test_move_keeps_the_source_when_the_copy_does_not_verify(
     with pytest.raises(StorageError, match="failed verification.*the source is kept"):
         store.move("landing/a.csv", "archive/a.csv")
     assert read(store, "landing/a.csv", tmp_path) == b"the real bytes"
+
+
+def test_move_leaves_a_source_replaced_between_its_head_and_its_copy(
+    store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy names the ETag the move looked at: a replacement in between is not copied."""
+    store.put_bytes("landing/a.csv", b"read by the run")
+    read_version = store.version("landing/a.csv")
+    real_copy = store.client.copy_object
+
+    def replace_then_copy(**kwargs: Any) -> Any:
+        store.client.put_object(Bucket=store.bucket, Key="landing/a.csv", Body=b"new!")
+        return real_copy(**kwargs)  # S3 refuses it (412); moto copies, and the move sees that
+
+    monkeypatch.setattr(store.client, "copy_object", replace_then_copy)
+    with pytest.raises(ObjectReplacedError, match="changed while being moved"):
+        store.move("landing/a.csv", "archive/a.csv", read_version)
+    monkeypatch.undo()
+    assert read(store, "landing/a.csv", tmp_path) == b"new!"
+    assert not store.exists("archive/a.csv")
 
 
 def test_move_of_a_multipart_object_compares_content_not_etags(

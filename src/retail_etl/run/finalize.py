@@ -5,18 +5,26 @@ its ledger status, then remove the lake objects of files that were corrected or 
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import delete, or_, select
 
 from retail_etl.config import StorageSettings
-from retail_etl.errors import ObjectConflictError, ObjectMissingError, StorageError
+from retail_etl.errors import (
+    ObjectConflictError,
+    ObjectMissingError,
+    ObjectReplacedError,
+    StorageError,
+)
 from retail_etl.marts.snapshots import write_snapshots
 from retail_etl.run import ledger
 from retail_etl.run.ledger import LedgerRow
+from retail_etl.run.validate import checksum_of
 from retail_etl.storage import ObjectStore
 from retail_etl.warehouse import Warehouse
 from retail_etl.warehouse.schema import lake_object, product_staging_table
@@ -101,32 +109,26 @@ def move_objects(
     An object someone removed from landing or replaced after the run read it is not moved,
     and its row finishes all the same (its outcome is committed): a replacement stays in
     landing, where the next run takes it as a new version of the file. read_versions: ledger
-    id -> ObjectStore.version of the object this run read; a file an earlier run read counts
-    as replaced when its size changed. Returns a note for each of those rows and for the
-    rows left pending, and what moved."""
+    id -> ObjectStore.version of the object this run read; an object an earlier run read is
+    the same when its bytes have the checksum the ledger holds (its size, without one).
+    Returns a note for each of those rows and for the rows left pending, and what moved."""
     todo = [row for row in rows if row.pending_status is not None]
     started = ended = time.perf_counter()
     read_versions = read_versions or {}
-
-    def replaced(row: LedgerRow, source: str) -> bool:
-        read = read_versions.get(row.id)
-        if read is not None:
-            return store.version(source) not in (None, read)
-        size = store.size(source)
-        return None not in (size, row.size) and size != row.size
 
     def move(row: LedgerRow) -> tuple[StorageError | None, str | None, float]:
         """What the move raised, why the object was not moved, and when it ended."""
         if row.dest_key:
             source = landing_prefix + row.landing_name
             try:
-                if replaced(row, source):
-                    note = (
-                        "not archived: its object in landing was replaced after it was read; "
-                        "the next run takes the new one"
-                    )
-                    return None, note, time.perf_counter()
-                store.move(source, row.dest_key)
+                expected = read_versions.get(row.id) or _version_read_earlier(store, source, row)
+                store.move(source, row.dest_key, expected)
+            except ObjectReplacedError:
+                note = (
+                    "not archived: its object in landing was replaced after it was read; "
+                    "the next run takes the new one"
+                )
+                return None, note, time.perf_counter()
             except ObjectMissingError:
                 note = "not archived: its object was removed from landing after it was read"
                 return None, note, time.perf_counter()
@@ -163,7 +165,7 @@ def move_objects(
                 ready = True
             with warehouse.begin() as conn:
                 warehouse.fence(conn)
-                ledger.finish(conn, row)
+                ledger.finish(conn, row, notes.get(row.id))
             checkpoint(f"archived:{row.file_name}")
     if not ready:
         before_finish()
@@ -171,6 +173,26 @@ def move_objects(
         if where not in moved:
             raise failed[0]
     return Moved(notes, moved_bytes, ended - started)
+
+
+def _version_read_earlier(store: ObjectStore, key: str, row: LedgerRow) -> str | None:
+    """The version of the object at key when it is the one an earlier run read for row (it
+    stopped before moving it), None when it is gone; ObjectReplacedError when it is another.
+    Only a resumed run reads objects again here."""
+    version = store.version(key)
+    if version is None:
+        return None
+    if row.checksum is None:  # never read whole (set aside before its download finished)
+        size = store.size(key)
+        if None not in (row.size, size) and size != row.size:
+            raise ObjectReplacedError(f"{key} is not the object that was read")
+        return version
+    with tempfile.TemporaryDirectory(prefix="retail-etl-verify-") as folder:
+        copy = Path(folder) / "object"
+        store.download(key, copy)
+        if checksum_of(copy) != row.checksum:
+            raise ObjectReplacedError(f"{key} is not the object that was read")
+    return version
 
 
 def remove_superseded_lake_objects(store: ObjectStore, warehouse: Warehouse) -> int:

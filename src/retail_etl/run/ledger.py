@@ -219,8 +219,13 @@ def drop(conn: Connection, row: LedgerRow, message: str) -> None:
     _transition(conn, row.id, "drop", REGISTERED, status=QUARANTINED, message=message)
 
 
-def finish(conn: Connection, row: LedgerRow) -> None:
-    """settled or committed -> finished: its object has been moved to dest_key."""
+def finish(conn: Connection, row: LedgerRow, note: str | None = None) -> None:
+    """settled or committed -> finished: its object has been moved to dest_key, or note says
+    why it was not (added to the row's message)."""
+    message = {}
+    if note:
+        earlier = conn.execute(select(t.c.message).where(t.c.id == row.id)).scalar()
+        message["message"] = "; ".join(filter(None, [earlier, note]))
     _transition(
         conn,
         row.id,
@@ -228,6 +233,7 @@ def finish(conn: Connection, row: LedgerRow) -> None:
         and_(PENDING, t.c.pending_status == row.pending_status),
         status=row.pending_status,
         pending_status=None,
+        **message,
     )
 
 

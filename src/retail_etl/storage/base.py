@@ -45,11 +45,13 @@ class ObjectStore(Protocol):
 
     def put_bytes(self, key: str, data: bytes) -> None: ...
 
-    def move(self, src_key: str, dest_key: str) -> None:
+    def move(self, src_key: str, dest_key: str, expected_version: str | None = None) -> None:
         """Server-side move that never overwrites a different object at dest_key.
 
         Idempotent: when the source is gone and the destination exists (a move that was
         interrupted after the copy), it succeeds; when both are gone, ObjectMissingError.
+        With expected_version (a `version` of the source), a source that is another object
+        by now is left where it is: ObjectReplacedError.
         """
         ...
 

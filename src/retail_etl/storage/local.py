@@ -16,7 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from retail_etl.errors import ObjectConflictError, ObjectMissingError, StorageError
+from retail_etl.errors import (
+    ObjectConflictError,
+    ObjectMissingError,
+    ObjectReplacedError,
+    StorageError,
+)
 from retail_etl.storage.base import ObjectInfo, safe_key
 
 # Objects being written are staged beside their destination under this name prefix,
@@ -99,11 +104,7 @@ class LocalFolderStore:
         return sorted(found, key=lambda info: info.key)
 
     def exists(self, key: str) -> bool:
-        with self._errors("read", key):  # a name too long, say: one line, not a traceback
-            try:
-                return not stat.S_ISDIR(self._path(key).lstat().st_mode)
-            except (FileNotFoundError, NotADirectoryError):
-                return False
+        return self.version(key) is not None
 
     def size(self, key: str) -> int | None:
         path = self._path(key)
@@ -113,14 +114,8 @@ class LocalFolderStore:
     def version(self, key: str) -> str | None:
         """Inode, size and modification time: a write makes a new file (_atomic_write renames
         one into place, and so do most tools) or a new time."""
-        with self._errors("read", key):
-            try:
-                found = self._path(key).lstat()
-            except (FileNotFoundError, NotADirectoryError):
-                return None
-        if stat.S_ISDIR(found.st_mode):
-            return None
-        return f"{found.st_ino}:{found.st_size}:{found.st_mtime_ns}"
+        with self._errors("read", key):  # a name too long, say: one line, not a traceback
+            return _version(self._path(key))
 
     def download(self, key: str, dest: Path) -> None:
         src = self._path(key)
@@ -171,12 +166,14 @@ class LocalFolderStore:
         with self._errors("write", key):
             self._atomic_write(key, lambda handle: handle.write(data))
 
-    def move(self, src_key: str, dest_key: str) -> None:
+    def move(self, src_key: str, dest_key: str, expected_version: str | None = None) -> None:
         with self._errors("move", f"{src_key} to {dest_key}"):
-            self._move(src_key, dest_key)
+            self._move(src_key, dest_key, expected_version)
 
-    def _move(self, src_key: str, dest_key: str) -> None:
+    def _move(self, src_key: str, dest_key: str, expected_version: str | None) -> None:
         src, dest = self._path(src_key), self._path(dest_key)
+        if expected_version is not None and _version(src) not in (None, expected_version):
+            raise ObjectReplacedError(f"{src_key} is not the object that was read")
         if os.path.lexists(dest):
             if not os.path.lexists(src):
                 return  # an earlier move got this far
@@ -207,6 +204,16 @@ class LocalFolderStore:
             path.unlink(missing_ok=True)
             if path.parent.is_dir():
                 self._discard_temporaries(path)
+
+
+def _version(path: Path) -> str | None:
+    try:
+        found = path.lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISDIR(found.st_mode):
+        return None
+    return f"{found.st_ino}:{found.st_size}:{found.st_mtime_ns}"
 
 
 def _copy_into(src: Path, handle: BinaryIO) -> None:

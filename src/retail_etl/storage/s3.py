@@ -49,6 +49,7 @@ from retail_etl.errors import (
     ConfigError,
     ObjectConflictError,
     ObjectMissingError,
+    ObjectReplacedError,
     StorageError,
 )
 from retail_etl.redact import redact
@@ -158,7 +159,7 @@ class S3Store:
     def version(self, key: str) -> str | None:
         """ETag and size: S3 gives every upload its own ETag unless the content is the same."""
         head = self._head(key)
-        return None if head is None else f"{head['ETag']}:{head['ContentLength']}"
+        return None if head is None else _version(head)
 
     def download(self, key: str, dest: Path) -> None:
         with self._errors("download", key):
@@ -181,8 +182,10 @@ class S3Store:
         with self._errors("delete", key):
             self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
 
-    def move(self, src_key: str, dest_key: str) -> None:
+    def move(self, src_key: str, dest_key: str, expected_version: str | None = None) -> None:
         source = self._head(src_key)
+        if source is not None and expected_version not in (None, _version(source)):
+            raise ObjectReplacedError(f"{self._where(src_key)} is not the object that was read")
         existing = self._head(dest_key)
         if existing is not None:
             if source is None:
@@ -203,7 +206,7 @@ class S3Store:
     def _copy(self, src_key: str, source: dict[str, Any], dest_key: str) -> str | None:
         """Server-side copy of exactly the version we looked at; returns the new ETag."""
         copy_source = {"Bucket": self.bucket, "Key": self._full(src_key)}
-        with self._errors("copy", src_key):
+        with self._errors("copy", src_key), self._replaced_on_precondition(src_key):
             if int(source["ContentLength"]) <= SINGLE_COPY_LIMIT:
                 result = self.client.copy_object(
                     Bucket=self.bucket,
@@ -220,6 +223,18 @@ class S3Store:
             ).result()
             return None
 
+    @contextmanager
+    def _replaced_on_precondition(self, src_key: str) -> Iterator[None]:
+        """CopySourceIfMatch refused: the source changed since the HEAD the move looked at."""
+        try:
+            yield
+        except ClientError as exc:
+            if _code(exc) in ("PreconditionFailed", "412"):
+                raise ObjectReplacedError(
+                    f"{self._where(src_key)} changed while being moved"
+                ) from None
+            raise
+
     def _verify_copy(
         self, src_key: str, source: dict[str, Any], dest_key: str, copied_etag: str | None
     ) -> None:
@@ -233,11 +248,19 @@ class S3Store:
             problem = "the copy was replaced while being verified"
         elif _plain_md5(source) and _plain_md5(copy) and copy["ETag"] != source["ETag"]:
             problem = f"ETag {copy['ETag']} != {source['ETag']}"
-        if problem:
-            raise StorageError(
-                f"copy of {self._where(src_key)} to {self._where(dest_key)} failed verification "
-                f"({problem}); the source is kept"
-            )
+        if problem is None:
+            return
+        now = self._head(src_key)
+        if copy is not None and (now is None or _version(now) != _version(source)):
+            # A server that ignores CopySourceIfMatch copied what was put in its place: that
+            # copy is not the object this move was for.
+            if copied_etag is None or copy["ETag"] == copied_etag:
+                self.delete(dest_key)
+            raise ObjectReplacedError(f"{self._where(src_key)} changed while being moved")
+        raise StorageError(
+            f"copy of {self._where(src_key)} to {self._where(dest_key)} failed verification "
+            f"({problem}); the source is kept"
+        )
 
     def _same_content(
         self, key_a: str, head_a: dict[str, Any], key_b: str, head_b: dict[str, Any]
@@ -289,6 +312,10 @@ def _client(settings: StorageSettings) -> Any:
         )
     except (BotoCoreError, ValueError) as exc:
         raise ConfigError(redact(f"cannot set up the S3 client: {exc}")) from None
+
+
+def _version(head: dict[str, Any]) -> str:
+    return f"{head['ETag']}:{head['ContentLength']}"
 
 
 def _code(exc: ClientError) -> str:
