@@ -357,6 +357,32 @@ def assert_the_replacement_loads_next_night_as_a_correction(env: Env, same_size:
     assert archived == [f"{env.settings.storage.archive_prefix}run-{night.run_id}/a.csv"]
 
 
+def test_a_same_night_copy_of_a_file_that_is_set_aside_is_quarantined_with_it(env: Env) -> None:
+    """The copy is not a duplicate of a loaded file (nothing of it loaded): it goes to the
+    error folder with the reason its original was set aside, and a later night runs."""
+    raised = env.with_settings(rules={"max_amount": MAX})
+    overflowing = csv_text(*[f"2,1,Tea,2024-03-05,2,{MAX},1,{MAX}"] * 2)
+    env.land("big.csv", overflowing)
+    env.land("copy-of-big.csv", overflowing)
+    env.land("good.csv", good(1))
+
+    summary = raised.run()
+
+    assert summary.outcome == "succeeded"
+    files = by_name(env)
+    assert files["big.csv"]["status"] == "E"
+    assert files["copy-of-big.csv"]["status"] == "E"
+    assert f"same content as big.csv (file id {files['big.csv']['id']})" in (
+        files["copy-of-big.csv"]["message"] or ""
+    )
+    assert files["big.csv"]["message"] in files["copy-of-big.csv"]["message"]
+    error = env.settings.storage.error_prefix
+    assert {key.rsplit("/", 1)[-1] for key in keys(env, error)} == {"big.csv", "copy-of-big.csv"}
+    [copy] = [f for f in summary.files if f.file_name == "copy-of-big.csv"]
+    assert copy.status == "E" and summary.files_duplicate == 0
+    assert_good_loaded_and_next_night_runs(env, {(1, "2024-03-01"): Decimal("10.00")})
+
+
 def test_files_that_only_together_overflow_a_mart_row_cost_only_the_ones_beyond(env: Env) -> None:
     """Ten files, each alone storable, for one customer and month: their sum is beyond what
     any integer of cents holds, let alone DECIMAL(18, 2). One loads; the nine that would push

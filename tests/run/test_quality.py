@@ -179,6 +179,7 @@ def test_a_dry_run_changes_nothing_and_predicts_the_run_that_follows(
     env.land("2024-03-01/a.csv", csv_text(GOOD, "2,1,Rolled Oats 1kg,2024-03-02,3,3.49,2,6.98"))
     env.run()
     land_a_night(env)
+    env.land("2024-03-03/gated-too.csv", rejecting(bad=3, good=1))  # gated.csv's bytes
     odd = [("2024-03-04/" + "x" * 19, "E")]
     if env.name == "embedded":  # a name longer than the ledger holds (S3 refuses such keys)
         env.land("2024-03-04/" + "/".join(["x" * 200] * 6) + ".csv", csv_text(GOOD))
@@ -194,6 +195,7 @@ def test_a_dry_run_changes_nothing_and_predicts_the_run_that_follows(
             ("2024-03-02/b.csv", "D"),
             ("2024-03-02/latin1.csv", "E"),
             ("2024-03-03/gated.csv", "E"),
+            ("2024-03-03/gated-too.csv", "E"),  # a copy shares the fate of its original
             *odd,
         ]
     )

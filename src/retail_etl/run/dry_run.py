@@ -30,7 +30,7 @@ from retail_etl.run.ledger import LedgerRow
 from retail_etl.run.lifecycle import StageTimer
 from retail_etl.run.summary import FileOutcome, RunSummary, summarize
 from retail_etl.run.transform import transform
-from retail_etl.run.triage import judge
+from retail_etl.run.triage import copy_verdicts, judge, outcomes_of
 from retail_etl.storage import open_store
 from retail_etl.warehouse import Warehouse
 from retail_etl.warehouse.schema import product_staging_table
@@ -104,6 +104,7 @@ def _preview(
             )
             for ledger_id, message in transformed.set_aside.items()
         ]
+        outcomes += outcomes_of(copy_verdicts(triaged, storage, transformed.set_aside))
         manifest = transformed.manifest
         if manifest is not None:
             batch = [b for b in triaged.batch if b.ledger_id not in transformed.set_aside]

@@ -41,7 +41,7 @@ from retail_etl.run.publish import Published, publish
 from retail_etl.run.read_ahead import ReadAhead
 from retail_etl.run.summary import RunSummary, summarize
 from retail_etl.run.transform import engine_out, transform
-from retail_etl.run.triage import triage
+from retail_etl.run.triage import settle_copies, triage
 from retail_etl.storage import open_store
 from retail_etl.warehouse import Warehouse
 
@@ -186,9 +186,15 @@ def _stages(
                 )
                 set_aside.append(aside)
             checkpoint("marts_committed")
+    copies = settle_copies(
+        warehouse,
+        triaged,
+        storage,
+        {outcome.id: outcome.message or "" for aside in set_aside for outcome in aside.outcomes},
+    )
 
     with timed("finalize"):
-        pending = [*found.pending, *triaged.settled, *committed.committed]
+        pending = [*found.pending, *triaged.settled, *committed.committed, *copies.settled]
         pending += [row for aside in set_aside for row in aside.settled]
         read_versions = {f.row.id: f.version for f in fetched.files if f.version is not None}
         finalized = finalize(
@@ -204,6 +210,7 @@ def _stages(
             *triaged.outcomes,
             *(outcome for aside in set_aside for outcome in aside.outcomes),
             *committed.outcomes,
+            *copies.outcomes,
         ],
         finalized.moved.notes,
         seen=len(found.new),
