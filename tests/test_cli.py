@@ -62,6 +62,32 @@ def test_bad_configuration_is_one_line_and_nonzero(folder: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "prefixes",
+    [
+        {"LANDING_PREFIX": ""},  # the whole bucket: the lake and the archive are in it
+        {"ERROR_PREFIX": "sales_data/err/"},
+        {"ARCHIVE_PREFIX": "sales_data/arch"},
+        {"LAKE_PREFIX": "sales_data_processed/lake/"},
+    ],
+    ids=["empty-landing", "error-in-landing", "archive-in-landing", "lake-in-archive"],
+)
+def test_prefixes_that_contain_one_another_are_refused(
+    folder: Path, prefixes: dict[str, str]
+) -> None:
+    """Else each night would take the last night's output (the lake, quarantined and
+    archived files, rejected rows) for new sales files."""
+    assert cli(folder, "init").returncode == 0
+    env = {f"RETAIL_ETL_STORAGE__{name}": value for name, value in prefixes.items()}
+    result = cli(folder, "run", env=env)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "must not contain one another" in line and "Traceback" not in line
+    assert (
+        cli(folder, "run", env={"RETAIL_ETL_STORAGE__LANDING_PREFIX": "sales_data"}).returncode == 0
+    )
+
+
 def test_environment_overrides_config_file(folder: Path) -> None:
     (folder / "retail-etl.toml").write_text("[storage]\nurl = 'ftp://nowhere'\n")
     ok = cli(folder, "init", env={"RETAIL_ETL_STORAGE__URL": f"file://{folder / 'b'}"})

@@ -142,6 +142,24 @@ class StorageSettings(_Section):
         value = value.strip("/")
         return f"{value}/" if value else ""
 
+    @model_validator(mode="after")
+    def _prefixes_apart(self) -> StorageSettings:
+        """Each prefix its own part of the bucket: a run would otherwise take its own output
+        (the lake, quarantined or archived files, rejected rows) for new sales files."""
+        prefixes = {
+            name: getattr(self, name)
+            for name in ("landing_prefix", "error_prefix", "archive_prefix", "lake_prefix")
+        }
+        for name, prefix in prefixes.items():
+            for other, other_prefix in prefixes.items():
+                if name != other and other_prefix.startswith(prefix):
+                    where = f"{prefix!r}" if prefix else "the whole bucket"
+                    raise ValueError(
+                        f"{name} ({where}) holds {other} ({other_prefix!r}): the prefixes "
+                        "must not contain one another"
+                    )
+        return self
+
 
 class WarehouseSettings(_Section):
     url: WarehouseUrl = Field(
