@@ -57,6 +57,28 @@ def test_duplicates_within_one_run_count_once(env: Env) -> None:
     assert customer_mart(env)[(1, "2024-03-01")] == Decimal("2.38")
 
 
+@pytest.mark.parametrize("copy_name", ["a.csv", "z.csv"], ids=["copy-first", "copy-last"])
+def test_a_correction_and_a_copy_of_it_the_same_night_correct_whatever_their_names(
+    env: Env, copy_name: str
+) -> None:
+    """The correction goes on and the copy is its duplicate, whichever sorts first: were the
+    copy to go on, the corrected file's old rows would stay counted beside the new ones."""
+    env.land("m.csv", DAY1)
+    env.run()
+    corrected = csv_text("1,1,Whole Milk 1L,2024-03-05,2,1.19,1,1.19")
+    env.land("m.csv", corrected)
+    env.land(copy_name, corrected)
+
+    summary = env.run()
+
+    assert summary.files_corrected == 1 and summary.files_duplicate == 1
+    files = {f.file_name: f for f in summary.files}
+    assert files["m.csv"].status == "I" and files[copy_name].status == "D"
+    assert "duplicate of m.csv" in (files[copy_name].message or "")
+    assert customer_mart(env)[(1, "2024-03-01")] == Decimal("1.19")
+    assert (2, "2024-03-01") not in customer_mart(env)
+
+
 def test_correction_replaces_earlier_rows_in_lake_and_marts(env: Env, tmp_path) -> None:
     env.land("store1.csv", DAY1)
     env.run()

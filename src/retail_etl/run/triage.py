@@ -154,6 +154,22 @@ def judge(conn: Connection, fetched: Fetched, storage: StorageSettings) -> Judge
     usable = [f.check.checksum for f in fetched.files if f.check is not None and f.check.ok]
     known = ledger.processed_by_checksum(conn, sorted(set(usable)))
     current = ledger.processed_by_name(conn, [f.row.file_name for f in fetched.files])
+
+    def corrects(row: LedgerRow) -> bool:
+        previous = current.get(row.file_name)
+        return previous is not None and previous[0] != row.id
+
+    # Of the night's files with the same new content, the one that goes on: a correction
+    # before a new name (else the file it corrects would stay counted beside it), then the
+    # first. The others are its copies.
+    goes_on: dict[str, LedgerRow] = {}
+    for item in fetched.files:
+        if item.problem is None and item.local_path is not None and item.check is not None:
+            content = item.check.checksum
+            if item.check.ok and content not in known:
+                first = goes_on.get(content)
+                if first is None or (corrects(item.row) and not corrects(first)):
+                    goes_on[content] = item.row
     for item in fetched.files:
         row, check = item.row, item.check
         if item.problem is None and (check is None or item.local_path is None):
@@ -163,19 +179,16 @@ def judge(conn: Connection, fetched: Fetched, storage: StorageSettings) -> Judge
             outcome = ledger.QUARANTINED
             dest = archive_key(storage.error_prefix, row)
             message = item.problem or (check.problem if check else None) or ""
-        elif check.checksum in known and known[check.checksum][0] in rows:
-            original = rows[known[check.checksum][0]]
-            copies.append(Copy(row, original, check.checksum, check.size))
-            continue
         elif check.checksum in known:
             original_id, original_name = known[check.checksum]
             outcome, dest = ledger.DUPLICATE, archive_key(storage.archive_prefix, row)
             message = f"duplicate of {original_name} (file id {original_id})"
+        elif goes_on[check.checksum].id != row.id:
+            copies.append(Copy(row, goes_on[check.checksum], check.checksum, check.size))
+            continue
         else:
-            known[check.checksum] = (row.id, row.file_name)
-            previous = current.get(row.file_name)
-            if previous is not None and previous[0] != row.id:
-                corrections[row.id] = previous[0]
+            if corrects(row):
+                corrections[row.id] = current[row.file_name][0]
             checksums[row.id] = check.checksum
             rows[row.id] = row
             batch_file = item.batch_file
