@@ -186,14 +186,10 @@ def _stages(
                 )
                 set_aside.append(aside)
             checkpoint("marts_committed")
-    copies = settle_copies(
-        warehouse,
-        triaged,
-        storage,
-        {outcome.id: outcome.message or "" for aside in set_aside for outcome in aside.outcomes},
-    )
 
     with timed("finalize"):
+        why_aside = {o.id: o.message or "" for aside in set_aside for o in aside.outcomes}
+        copies = settle_copies(warehouse, triaged, storage, why_aside)
         pending = [*found.pending, *triaged.settled, *committed.committed, *copies.settled]
         pending += [row for aside in set_aside for row in aside.settled]
         read_versions = {f.row.id: f.version for f in fetched.files if f.version is not None}

@@ -107,9 +107,9 @@ class LocalFolderStore:
         return self.version(key) is not None
 
     def size(self, key: str) -> int | None:
-        path = self._path(key)
         with self._errors("read", key):
-            return path.lstat().st_size if self.exists(key) else None
+            found = _file_stat(self._path(key))
+        return None if found is None else found.st_size
 
     def version(self, key: str) -> str | None:
         """Inode, size and modification time: a write makes a new file (_atomic_write renames
@@ -206,14 +206,18 @@ class LocalFolderStore:
                 self._discard_temporaries(path)
 
 
-def _version(path: Path) -> str | None:
+def _file_stat(path: Path) -> os.stat_result | None:
+    """The object's own stat (a link's, not its target's); None when there is no object."""
     try:
         found = path.lstat()
     except (FileNotFoundError, NotADirectoryError):
         return None
-    if stat.S_ISDIR(found.st_mode):
-        return None
-    return f"{found.st_ino}:{found.st_size}:{found.st_mtime_ns}"
+    return None if stat.S_ISDIR(found.st_mode) else found
+
+
+def _version(path: Path) -> str | None:
+    found = _file_stat(path)
+    return None if found is None else f"{found.st_ino}:{found.st_size}:{found.st_mtime_ns}"
 
 
 def _copy_into(src: Path, handle: BinaryIO) -> None:
