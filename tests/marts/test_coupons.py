@@ -15,7 +15,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 from conftest import Env, csv_text
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.exc import DataError
@@ -735,3 +735,135 @@ def test_export_rejects_a_bad_month(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["coupons", "--month", "2024-13", "--out", "x.csv"])
     assert result.exit_code != 0
     assert "YYYY-MM" in result.output
+
+
+# --- the spends read beside the batch's transaction -------------------------------------------
+MONTHS = ("2024-01", "2024-02", "2024-03", "2024-04")
+cells = st.tuples(st.integers(1, 6), st.sampled_from(MONTHS))
+
+
+def customer_deltas(added: dict[tuple[int, str], tuple[int, int]]) -> pa.Table:
+    """merge.deltas' shape: one row per (customer, month), in key order."""
+    keys = sorted(added)
+    return pa.table(
+        {
+            "customer_id": pa.array([c for c, _m in keys], pa.int64()),
+            "sales_date_month": pa.array([coupons.month_start(m) for _c, m in keys], pa.date32()),
+            "total_cents": pa.array([added[k][0] for k in keys], pa.int64()),
+            "sales_rows": pa.array([added[k][1] for k in keys], pa.int64()),
+        }
+    )
+
+
+NO_SALES_TEAM = pa.table(
+    {
+        "store_id": pa.array([], pa.int64()),
+        "sales_person_id": pa.array([], pa.int64()),
+        "sales_month": pa.array([], pa.string()),
+        "total_cents": pa.array([], pa.int64()),
+        "sales_rows": pa.array([], pa.int64()),
+    }
+)
+
+
+def store_history(env: Env, history: dict[tuple[int, str], int]) -> None:
+    """Make the committed customers mart hold exactly these (customer, month) -> cents."""
+    from datetime import datetime
+
+    from sqlalchemy import delete, insert
+
+    from retail_etl.warehouse.schema import customers_data_mart as mart
+
+    with env.warehouse.begin() as conn:
+        conn.execute(delete(mart))
+        if history:
+            conn.execute(
+                insert(mart),
+                [
+                    {
+                        "customer_id": c,
+                        "sales_date_month": coupons.month_start(m),
+                        "total_sales": D(cents) / 100,
+                        "total_cents": cents,
+                        "sales_rows": 1,
+                        "updated_at": datetime(2024, 5, 1),
+                    }
+                    for (c, m), cents in history.items()
+                ],
+            )
+
+
+def assert_same_spends(got: coupons.Spends | None, want: coupons.Spends | None) -> None:
+    assert (got is None) == (want is None)
+    if got is not None and want is not None:
+        for field in ("customer_id", "cents", "previous_cents", "in_month", "returning"):
+            assert getattr(got, field).tolist() == getattr(want, field).tolist(), field
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    history=st.dictionaries(cells, st.integers(-500, 5000), max_size=12),
+    added=st.dictionaries(
+        cells, st.tuples(st.integers(-300, 3000), st.integers(1, 3)), min_size=1, max_size=8
+    ),
+)
+def test_spends_read_before_a_batch_plus_its_deltas_are_the_spends_after_it(
+    env: Env,
+    history: dict[tuple[int, str], int],
+    added: dict[tuple[int, str], tuple[int, int]],
+) -> None:
+    """What the commit computes from the spends read beside its transaction equals what the
+    transaction would read once the batch is merged: every covered month, on both backends,
+    whatever the history, late months included."""
+    from retail_etl.marts import merge
+
+    store_history(env, history)
+    rules = RulesSettings()
+    deltas = customer_deltas(added)
+    before = coupons.SpendsBeforeBatch(env.warehouse, deltas, rules)
+    try:
+        assert before.months >= {m for _c, m in added}
+        with env.warehouse.begin() as conn:
+            merge.apply(env.warehouse, conn, deltas, NO_SALES_TEAM, False, D("0.01"))
+            for month in sorted(before.months):
+                assert before.covers(month)
+                assert_same_spends(before.after(month), coupons._spends(conn, month, rules))
+            conn.rollback()
+    finally:
+        before.close()
+
+
+def test_a_failed_read_beside_the_commit_is_read_in_it(
+    env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def lost(*_args: object) -> None:
+        raise WarehouseError("warehouse: Lost connection to server during query")
+
+    monkeypatch.setattr(coupons, "_customers_before", lost)
+    before = coupons.SpendsBeforeBatch(
+        env.warehouse, customer_deltas({(1, "2024-03"): (500, 1)}), RulesSettings()
+    )
+    before.close()
+    assert not before.covers("2024-03")
+    assert "Lost connection" in caplog.text
+
+
+def test_a_batch_that_only_adds_sales_reads_no_month_in_its_transaction_on_mysql(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read_inside: list[str] = []
+    spends_in_transaction = coupons._spends
+
+    def recorded(conn: Any, month: str, rules: RulesSettings) -> coupons.Spends | None:
+        read_inside.append(month)
+        return spends_in_transaction(conn, month, rules)
+
+    monkeypatch.setattr(coupons, "_spends", recorded)
+    env.land("feb.csv", FEB)
+    env.run()
+    env.land("mar.csv", MAR)
+    env.run()
+    assert by_month(env) == EXPECTED
+    # SQLite reads a month in the transaction (fast, and its reads hold the GIL)
+    beside = env.warehouse.dialect != "sqlite"
+    assert read_inside == ([] if beside else ["2024-02", "2024-03", "2024-03", "2024-04"])

@@ -144,7 +144,10 @@ def _commit_files(
         months_by_file[int(ledger_id)].add(month.strftime("%Y-%m"))
     rows, checksums = triaged.rows, triaged.checksums
     done = []
-    with warehouse.begin() as conn:
+    with (
+        coupons.spends_before_batch(warehouse, customer_deltas, rules) as spends_before,
+        warehouse.begin() as conn,
+    ):
         warehouse.fence(conn)
         superseded = list(replaced.values())
         old_months = ledger.affected_months(conn, superseded)
@@ -157,7 +160,9 @@ def _commit_files(
             rules.incentive_rate,
         )
         daily.apply(warehouse, conn, part.daily_sales_person, part.daily_product, superseded, ids)
-        coupons.refresh(warehouse, conn, changes, rules, rows_removed=bool(superseded))
+        coupons.refresh(
+            warehouse, conn, changes, rules, rows_removed=bool(superseded), before=spends_before
+        )
         for new_id, old_id in replaced.items():
             ledger.supersede(conn, old_id, new_id)
         for ledger_id in ids:
