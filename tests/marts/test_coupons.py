@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import hmac
 import stat
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import pytest
 from conftest import Env, csv_text
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import DataError
 from typer.testing import CliRunner
 
@@ -31,8 +31,8 @@ from retail_etl.config import (
     load_settings,
 )
 from retail_etl.errors import ConfigError, WarehouseError
-from retail_etl.marts import coupons
-from retail_etl.warehouse.schema import customer, customer_coupons
+from retail_etl.marts import coupons, merge
+from retail_etl.warehouse.schema import customer, customer_coupons, customers_data_mart
 
 D = Decimal
 LOYALTY = TopSpendersRule(segment="loyalty", discount_pct=D("10"), share=D("0.10"))
@@ -768,12 +768,7 @@ NO_SALES_TEAM = pa.table(
 
 def store_history(env: Env, history: dict[tuple[int, str], int]) -> None:
     """Make the committed customers mart hold exactly these (customer, month) -> cents."""
-    from datetime import datetime
-
-    from sqlalchemy import delete, insert
-
-    from retail_etl.warehouse.schema import customers_data_mart as mart
-
+    mart = customers_data_mart
     with env.warehouse.begin() as conn:
         conn.execute(delete(mart))
         if history:
@@ -815,8 +810,6 @@ def test_spends_read_before_a_batch_plus_its_deltas_are_the_spends_after_it(
     """What the commit computes from the spends read beside its transaction equals what the
     transaction would read once the batch is merged: every covered month, on both backends,
     whatever the history, late months included."""
-    from retail_etl.marts import merge
-
     store_history(env, history)
     rules = RulesSettings()
     deltas = customer_deltas(added)
@@ -833,7 +826,7 @@ def test_spends_read_before_a_batch_plus_its_deltas_are_the_spends_after_it(
         before.close()
 
 
-def test_a_failed_read_beside_the_commit_is_read_in_it(
+def test_a_failed_read_beside_the_commit_is_not_used_and_is_logged(
     env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def lost(*_args: object) -> None:

@@ -423,9 +423,8 @@ def _month_spends(conn: Connection, label: str, returning: bool = False) -> tupl
 
 def _spends(conn: Connection, month: str, rules: RulesSettings) -> Spends | None:
     """The month's Spends as the marts say now; None when the month has no sales loaded."""
-    first_month_rule = any(isinstance(r, FirstMonthRule) for r in rules.coupons)
-    ids, cents, *flags = _month_spends(conn, month, returning=first_month_rule)
-    if any(isinstance(r, SpendDropRule) for r in rules.coupons):
+    ids, cents, *flags = _month_spends(conn, month, returning=_has(rules, FirstMonthRule))
+    if _has(rules, SpendDropRule):
         prev_ids, prev_cents = _month_spends(conn, shift_month(month, -1))
     else:
         prev_ids, prev_cents = _NO_IDS, _NO_IDS
@@ -433,6 +432,11 @@ def _spends(conn: Connection, month: str, rules: RulesSettings) -> Spends | None
 
 
 _NO_IDS = np.empty(0, np.int64)
+
+
+def _has(rules: RulesSettings, kind: type[CouponRule]) -> bool:
+    """Whether any coupon rule is of this kind."""
+    return any(isinstance(r, kind) for r in rules.coupons)
 
 
 def _assemble(
@@ -477,8 +481,8 @@ class SpendsBeforeBatch:
     def __init__(
         self, warehouse: Warehouse, customer_deltas: pa.Table, rules: RulesSettings
     ) -> None:
-        self._first_month = any(isinstance(r, FirstMonthRule) for r in rules.coupons)
-        self._spend_drop = any(isinstance(r, SpendDropRule) for r in rules.coupons)
+        self._first_month = _has(rules, FirstMonthRule)
+        self._spend_drop = _has(rules, SpendDropRule)
         self._deltas: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         month_column = customer_deltas["sales_date_month"]
         for value in pc.unique(month_column).to_pylist():
@@ -504,12 +508,8 @@ class SpendsBeforeBatch:
     ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, np.ndarray]]:
         """Each month's (ids, cents) and, for first-month rules, the customers with a row
         before each covered month that will have sales: one snapshot of what is committed
-        (REPEATABLE READ whatever the server's default: the batch's transaction has not
-        committed, and its locks never block such reads)."""
-        conn = warehouse.connect()
-        if warehouse.dialect != "sqlite":  # whose reads see what is committed, as they are
-            conn = conn.execution_options(isolation_level="REPEATABLE READ")
-        with conn, conn.begin():
+        (the batch's transaction has not committed, and its locks never block such reads)."""
+        with warehouse.begin(snapshot=True) as conn:
             before = {}
             for month in months:
                 ids, cents = _month_spends(conn, month)
@@ -568,7 +568,7 @@ def _added(
 
 
 def _customers_before(conn: Connection, month: str) -> np.ndarray:
-    """The ids (sorted) of the customers with a mart row before the month: one pass over the
+    """The ids of the customers with a mart row before the month: one pass over the
     primary key in customer order, never a temporary table (a DISTINCT over the earlier
     months by the month index took three times as long on MariaDB)."""
     mart = customers_data_mart
@@ -579,7 +579,7 @@ def _customers_before(conn: Connection, month: str) -> np.ndarray:
         .having(func.min(mart.c.sales_date_month) < month_start(month)),
         key=mart.c.customer_id,
     )
-    return np.sort(rows["customer_id"].to_numpy().astype(np.int64))
+    return rows["customer_id"].to_numpy().astype(np.int64)
 
 
 @contextmanager
@@ -715,7 +715,7 @@ def months_to_refresh(
     months = {_label(m) for m in pc.unique(customers["sales_date_month"]).to_pylist()}
     if not rules.coupons or not months:
         return months
-    if any(isinstance(r, SpendDropRule) for r in rules.coupons):
+    if _has(rules, SpendDropRule):
         # no month after 9999-12: dates beyond it exist nowhere (rows dated 9999-12-31 could
         # be loaded before the date rules of SPEC section 4)
         months |= {shift_month(m, 1) for m in months if m < LAST_MONTH}

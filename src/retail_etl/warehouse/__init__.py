@@ -124,9 +124,14 @@ class Warehouse:
         raise AssertionError("unreachable")
 
     @contextmanager
-    def begin(self) -> Iterator[Connection]:
-        """One transaction: all statements inside commit together or not at all."""
+    def begin(self, snapshot: bool = False) -> Iterator[Connection]:
+        """One transaction: all statements inside commit together or not at all. snapshot:
+        its reads see one snapshot of what is committed, whatever the server's default
+        isolation (MySQL's REPEATABLE READ, whose plain reads take no locks; SQLite's
+        transactions always read one snapshot)."""
         conn = self.connect()
+        if snapshot and self.dialect != "sqlite":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
         try:
             with conn.begin():
                 yield conn
